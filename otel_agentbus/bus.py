@@ -1,0 +1,498 @@
+"""The EventBus: publish events, deliver them to subscribers, keep history and counters.
+
+One asyncio API for what the seeds' buses do (Hive's typed filters, history and
+``wait_for``; PicoClaw's backpressure, concurrency kinds, publish results and stats), plus
+publish hooks through which the telemetry mirror stamps and records every event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Final, NamedTuple, Protocol
+
+from .events import Event, EventValidationError, _set_seq
+from .filters import MATCH_ALL, EventFilter, Predicate, make_filter
+from .subscription import (
+    Backpressure,
+    Concurrency,
+    ErrorPolicy,
+    Handler,
+    InvalidSubscriptionError,
+    KeyFunction,
+    SubscriberStats,
+    Subscription,
+    describe_handler,
+    in_handler,
+    run_key,
+)
+
+logger = logging.getLogger("otel_agentbus.bus")
+
+DEFAULT_BUFFER: Final = 1024
+DEFAULT_HISTORY: Final = 1000
+
+
+class BusClosedError(RuntimeError):
+    """Publishing to or subscribing on a closed bus."""
+
+
+class PublishHook(Protocol):
+    """Called on the publisher's side for every event, after it gets its sequence number
+    and before any subscriber sees it (the telemetry mirror is one)."""
+
+    def __call__(self, event: Event, /) -> None: ...
+
+
+class PublishResult(NamedTuple):
+    """What one publish did. ``delivered`` counts queues the event entered.
+
+    A named tuple because one is made per publish and tuples are the cheapest to build.
+    """
+
+    seq: int | None
+    matched: int = 0
+    delivered: int = 0
+    dropped: int = 0
+    blocked: int = 0
+    """Subscriptions the publisher had to wait on (BLOCK policy, full queue)."""
+    deferred: bool = False
+    """Published from another thread: handed to the bus's loop, counted there."""
+
+
+@dataclass(frozen=True, slots=True)
+class BusStats:
+    published: int
+    matched: int
+    delivered: int
+    dropped: int
+    blocked: int
+    failed: int
+    timed_out: int
+    hook_errors: int
+    subscribers: int
+    history_size: int
+    closed: bool
+    subscriber_stats: tuple[SubscriberStats, ...]
+
+
+class EventBus:
+    """An in-process event bus for one asyncio event loop.
+
+    ``publish`` never runs a handler: it queues the event for each matching subscription and
+    returns, waiting only for BLOCK subscriptions whose queue is full. ``publish_nowait`` is
+    the synchronous form, safe from other threads.
+    """
+
+    def __init__(self, *, history_size: int = DEFAULT_HISTORY) -> None:
+        if not isinstance(history_size, int) or history_size < 0:
+            raise ValueError(f"history_size must be an int >= 0, got {history_size!r}")
+        self._history: deque[Event] = deque(maxlen=history_size)
+        self._history_on = history_size > 0
+        self._loop_or_none: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._subs: dict[int, Subscription] = {}
+        self._ordered: tuple[Subscription, ...] = ()
+        self._by_kind: dict[str, tuple[Subscription, ...]] = {}
+        self._hooks: tuple[PublishHook, ...] = ()
+        self._seq = itertools.count(1)
+        self._sub_ids = itertools.count(1)
+        self._closed = False
+        self._lock = threading.Lock()
+        self._published = 0
+        self._matched = 0
+        self._delivered = 0
+        self._dropped = 0
+        self._blocked = 0
+        self._failed = 0
+        self._timed_out = 0
+        self._hook_errors = 0
+
+    # --------------------------------------------------------------------- loop
+    @property
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        loop: asyncio.AbstractEventLoop | None = self._loop_or_none
+        if loop is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                raise RuntimeError(
+                    "EventBus needs a running asyncio event loop: subscribe from async code"
+                ) from None
+            self._bind(loop)
+        return loop
+
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop_or_none = loop
+        self._loop_thread = threading.get_ident()
+
+    # ------------------------------------------------------------------- hooks
+    def add_hook(self, hook: PublishHook) -> Callable[[], None]:
+        """Run ``hook(event)`` on every publish; returns a function that removes it."""
+        if not callable(hook):
+            raise TypeError(f"hook must be callable, got {hook!r}")
+        self._hooks = (*self._hooks, hook)
+
+        def remove() -> None:
+            self._hooks = tuple(h for h in self._hooks if h is not hook)
+
+        return remove
+
+    # --------------------------------------------------------------- subscribe
+    def subscribe(
+        self,
+        handler: Handler | None = None,
+        *,
+        kinds: str | Iterable[str] | None = None,
+        kind_prefix: str | Iterable[str] | None = None,
+        source: str | None = None,
+        source_names: str | Iterable[str] | None = None,
+        run_id: str | None = None,
+        execution_id: str | None = None,
+        stream_id: str | None = None,
+        node_id: str | None = None,
+        agent: str | None = None,
+        session_id: str | None = None,
+        predicate: Predicate | None = None,
+        filter: EventFilter | None = None,
+        name: str | None = None,
+        buffer: int = DEFAULT_BUFFER,
+        backpressure: Backpressure | str = Backpressure.DROP_OLDEST,
+        concurrency: Concurrency | str = Concurrency.SEQUENTIAL,
+        max_concurrency: int = 10,
+        key: KeyFunction | None = None,
+        timeout: float | None = None,
+        error_policy: ErrorPolicy | str = ErrorPolicy.ISOLATE,
+        priority: int = 0,
+        once: bool = False,
+    ) -> Subscription:
+        """Subscribe ``handler`` (sync or async) to the events matching every given filter.
+
+        Without a handler the subscription is an async iterator. ``execution_id`` is Hive's
+        name for ``run_id``. See the README for what each option does.
+        """
+        if self._closed:
+            raise BusClosedError("cannot subscribe: the event bus is closed")
+        if handler is not None and not callable(handler):
+            raise InvalidSubscriptionError(f"handler must be callable, got {handler!r}")
+        if execution_id is not None:
+            if run_id is not None and run_id != execution_id:
+                raise InvalidSubscriptionError("run_id and execution_id disagree")
+            run_id = execution_id
+        built = make_filter(
+            kinds=kinds, kind_prefix=kind_prefix, source=source, source_names=source_names,
+            run_id=run_id, stream_id=stream_id, node_id=node_id, agent=agent,
+            session_id=session_id, predicate=predicate,
+        )
+        if filter is not None:
+            if not isinstance(filter, EventFilter):
+                raise InvalidSubscriptionError(f"filter must be an EventFilter, got {filter!r}")
+            built = filter if built == MATCH_ALL else built & filter
+        if not isinstance(buffer, int) or isinstance(buffer, bool) or buffer < 1:
+            raise InvalidSubscriptionError(f"buffer must be an int >= 1, got {buffer!r}")
+        if not isinstance(max_concurrency, int) or max_concurrency < 1:
+            raise InvalidSubscriptionError(
+                f"max_concurrency must be an int >= 1, got {max_concurrency!r}"
+            )
+        if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
+            raise InvalidSubscriptionError(f"timeout must be a number > 0, got {timeout!r}")
+        if not isinstance(priority, int):
+            raise InvalidSubscriptionError(f"priority must be an int, got {priority!r}")
+        if key is not None and not callable(key):
+            raise InvalidSubscriptionError(f"key must be callable, got {key!r}")
+        try:
+            backpressure = Backpressure(backpressure)
+            concurrency = Concurrency(concurrency)
+            error_policy = ErrorPolicy(error_policy)
+        except ValueError as error:
+            raise InvalidSubscriptionError(str(error)) from None
+        if handler is None and concurrency is not Concurrency.SEQUENTIAL:
+            raise InvalidSubscriptionError("an iterator subscription is always sequential")
+        sub_id = next(self._sub_ids)
+        sub = Subscription(
+            self,
+            sub_id,
+            built,
+            handler,
+            name=name or (describe_handler(handler) if handler else f"stream-{sub_id}"),
+            buffer=buffer,
+            backpressure=backpressure,
+            concurrency=concurrency,
+            max_concurrency=max_concurrency,
+            key=key or run_key,
+            timeout=timeout,
+            error_policy=error_policy,
+            priority=priority,
+            once=once,
+        )
+        sub._start()
+        with self._lock:
+            self._subs[sub_id] = sub
+            self._reindex()
+        return sub
+
+    def stream(self, **options: object) -> Subscription:
+        """An async-iterator subscription: ``async for event in bus.stream(kinds=...)``."""
+        if "handler" in options:
+            raise InvalidSubscriptionError("stream() takes no handler; use subscribe()")
+        return self.subscribe(None, **options)  # type: ignore[arg-type]
+
+    def subscribe_once(self, handler: Handler, **options: object) -> Subscription:
+        """Handle the first matching event, then close."""
+        return self.subscribe(handler, once=True, **options)  # type: ignore[arg-type]
+
+    def unsubscribe(self, subscription: Subscription | int) -> bool:
+        """Close a subscription (by handle or id); False if it was not active."""
+        sub_id = subscription if isinstance(subscription, int) else subscription.id
+        sub = self._subs.get(sub_id)
+        if sub is None:
+            return False
+        sub.close()
+        return True
+
+    async def wait_for(
+        self,
+        kinds: str | Iterable[str] | None = None,
+        *,
+        timeout: float | None = None,
+        **filters: object,
+    ) -> Event | None:
+        """The next matching event, or None after ``timeout`` seconds (Hive semantics)."""
+        sub = self.subscribe(
+            None, kinds=kinds, buffer=1, backpressure=Backpressure.DROP_NEWEST, once=True,
+            name="wait_for", **filters,  # type: ignore[arg-type]
+        )
+        try:
+            return await sub.next(timeout)
+        except TimeoutError:
+            return None
+        finally:
+            sub.close()
+
+    def _forget(self, sub: Subscription) -> None:
+        with self._lock:
+            if self._subs.pop(sub.id, None) is not None:
+                self._reindex()
+
+    def _reindex(self) -> None:
+        # Higher priority first; equal priorities in subscription order.
+        self._ordered = tuple(sorted(self._subs.values(), key=lambda s: (-s.priority, s.id)))
+        self._by_kind = {}
+
+    def _for_kind(self, kind: str) -> tuple[Subscription, ...]:
+        subs = tuple(s for s in self._ordered if s.filter.matches_kind(kind))
+        self._by_kind[kind] = subs
+        return subs
+
+    # ----------------------------------------------------------------- publish
+    async def publish(self, event: Event) -> PublishResult:
+        """Queue ``event`` for every matching subscriber; waits only on full BLOCK queues."""
+        if self._loop_or_none is None:
+            self._bind(asyncio.get_running_loop())
+        result, blocked = self._fanout(event, may_block=True)
+        if not blocked:
+            return result
+        delivered = result.delivered
+        dropped = result.dropped
+        self._blocked += len(blocked)
+        for sub in blocked:
+            if await sub._offer_blocking(event):
+                delivered += 1
+            else:
+                dropped += 1
+        self._delivered += delivered - result.delivered
+        self._dropped += dropped - result.dropped
+        return PublishResult(
+            seq=result.seq, matched=result.matched, delivered=delivered, dropped=dropped,
+            blocked=len(blocked),
+        )
+
+    def publish_nowait(self, event: Event) -> PublishResult:
+        """Publish without waiting, from async code, sync code or another thread.
+
+        A full BLOCK queue drops a droppable event here (counted); must-deliver events are
+        never dropped. From another thread the event is handed to the bus's loop.
+        """
+        loop = self._loop_or_none
+        if loop is not None and self._loop_thread != threading.get_ident():
+            if self._closed:
+                raise BusClosedError("cannot publish: the event bus is closed")
+            if not isinstance(event, Event):
+                raise EventValidationError(f"publish() takes an Event, got {type(event).__name__}")
+            import contextvars
+
+            try:
+                loop.call_soon_threadsafe(
+                    self._fanout_from_thread, event, context=contextvars.copy_context()
+                )
+            except RuntimeError:
+                raise BusClosedError("cannot publish: the bus's event loop is closed") from None
+            return PublishResult(seq=None, deferred=True)
+        return self._fanout(event, may_block=False)[0]
+
+    def _fanout_from_thread(self, event: Event) -> None:
+        try:
+            self._fanout(event, may_block=False)
+        except BusClosedError:
+            logger.warning("event %s published from a thread after the bus closed", event.kind)
+
+    def _fanout(
+        self, event: Event, may_block: bool
+    ) -> tuple[PublishResult, list[Subscription]]:
+        if type(event) is not Event:
+            raise EventValidationError(f"publish() takes an Event, got {type(event).__name__}")
+        if self._closed:
+            raise BusClosedError("cannot publish: the event bus is closed")
+        if event.seq is not None:
+            event = event._copy_unpublished()
+        seq = next(self._seq)
+        _set_seq(event, seq)
+        self._published += 1
+        for hook in self._hooks:
+            try:
+                hook(event)
+            except Exception:
+                self._hook_errors += 1
+                logger.exception("publish hook %r failed on %s", hook, event.kind)
+        if self._history_on:
+            self._history.append(event)
+        subs = self._by_kind.get(event.kind)
+        if subs is None:
+            subs = self._for_kind(event.kind)
+        if not subs:
+            return PublishResult(seq), []
+        matched = delivered = dropped = 0
+        blocked: list[Subscription] = []
+        may_block = may_block and not in_handler()
+        for sub in subs:
+            residual = sub._residual
+            if residual is not None:
+                try:
+                    if not residual(event):
+                        continue
+                except Exception as error:
+                    sub._fail(event, error)
+                    continue
+            matched += 1
+            # Fast path of Subscription._offer, inlined: room in the queue, nobody waiting.
+            queue = sub._queue
+            if len(queue) < sub._buffer and not sub._space_waiters:
+                queue.append(event)
+                sub.received += 1
+                if len(queue) > sub.max_queued:
+                    sub.max_queued = len(queue)
+                waiter = sub._waiter
+                if waiter is not None:
+                    sub._waiter = None
+                    if not waiter.done():
+                        waiter.set_result(None)
+                delivered += 1
+                continue
+            outcome = sub._offer(event, may_block)
+            if outcome == 0:
+                delivered += 1
+            elif outcome == 1:
+                dropped += 1
+            else:
+                blocked.append(sub)
+        self._matched += matched
+        self._delivered += delivered
+        self._dropped += dropped
+        return PublishResult(seq, matched, delivered, dropped, len(blocked)), blocked
+
+    # ----------------------------------------------------------------- history
+    def history(
+        self,
+        *,
+        kinds: str | Iterable[str] | None = None,
+        run_id: str | None = None,
+        stream_id: str | None = None,
+        node_id: str | None = None,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+        limit: int | None = 100,
+    ) -> list[Event]:
+        """Recent events, newest first, filtered; the ring keeps ``history_size`` events."""
+        kind_set = None
+        if kinds is not None:
+            kind_set = make_filter(kinds=kinds).kinds
+        found: list[Event] = []
+        for event in reversed(self._history):
+            if kind_set is not None and event.kind not in kind_set:
+                continue
+            scope = event.scope
+            if run_id is not None and scope.run_id != run_id:
+                continue
+            if stream_id is not None and scope.stream_id != stream_id:
+                continue
+            if node_id is not None and scope.node_id != node_id:
+                continue
+            if since_ns is not None and event.time_ns < since_ns:
+                continue
+            if until_ns is not None and event.time_ns > until_ns:
+                continue
+            found.append(event)
+            if limit is not None and len(found) >= limit:
+                break
+        return found
+
+    # ------------------------------------------------------------------- stats
+    def stats(self) -> BusStats:
+        subs = tuple(self._subs.values())
+        return BusStats(
+            published=self._published,
+            matched=self._matched,
+            delivered=self._delivered,
+            dropped=self._dropped,
+            blocked=self._blocked,
+            failed=self._failed,
+            timed_out=self._timed_out,
+            hook_errors=self._hook_errors,
+            subscribers=len(subs),
+            history_size=len(self._history),
+            closed=self._closed,
+            subscriber_stats=tuple(s.stats() for s in subs),
+        )
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def subscriptions(self) -> tuple[Subscription, ...]:
+        return self._ordered
+
+    # ------------------------------------------------------------------- close
+    async def close(self, *, drain: bool = True, timeout: float | None = 10.0) -> None:
+        """Refuse new events, let every subscriber finish its queue (``drain``), end them.
+
+        Handlers still running after ``timeout`` seconds are cancelled.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        subs = list(self._subs.values())
+        for sub in subs:
+            sub.close(drain=drain)
+        waits = [sub._done for sub in subs]
+        if not waits:
+            return
+        _, pending = await asyncio.wait(waits, timeout=timeout)
+        for sub in subs:
+            if not sub._done.done() and sub._worker is not None:
+                logger.warning("subscriber %r did not drain within %ss; cancelling",
+                               sub.name, timeout)
+                sub._worker.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)
+
+    async def __aenter__(self) -> EventBus:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,572 @@
+"""One subscription: its bounded queue, delivery policies, worker and counters.
+
+Publishing only appends to a deque and wakes the worker; the worker drains the queue in a
+loop, so a burst of events costs one wake-up rather than one task per event (the seed bus
+creates a task per handler per event). Handlers run on the worker, never on the publisher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import enum
+import inspect
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from .events import Event
+from .filters import EventFilter
+
+if TYPE_CHECKING:
+    from .bus import EventBus
+
+logger = logging.getLogger("otel_agentbus.bus")
+
+EVICTION_SCAN: Final = 64
+
+Handler = Callable[[Event], Awaitable[object] | object]
+KeyFunction = Callable[[Event], object]
+
+
+class Backpressure(enum.StrEnum):
+    """What a full queue does with a droppable event (must-deliver events are never dropped)."""
+
+    DROP_NEWEST = "drop_newest"
+    DROP_OLDEST = "drop_oldest"
+    BLOCK = "block"
+
+
+class Concurrency(enum.StrEnum):
+    """How a handler subscription runs its handler."""
+
+    SEQUENTIAL = "sequential"
+    """One event at a time, in publish order."""
+    CONCURRENT = "concurrent"
+    """Up to ``max_concurrency`` events at once; no order."""
+    KEYED = "keyed"
+    """In order per key (by default the run), up to ``max_concurrency`` keys in parallel."""
+
+
+class ErrorPolicy(enum.StrEnum):
+    """What a handler exception does."""
+
+    ISOLATE = "isolate"
+    """Count it, log it, go on with the next event."""
+    RAISE = "raise"
+    """Close the subscription; ``await sub.wait()`` raises the exception."""
+
+
+class InvalidSubscriptionError(ValueError):
+    """A subscription option that cannot work; the message names it."""
+
+
+class SubscriptionClosedError(RuntimeError):
+    """Reading from a subscription that was closed with nothing left to read."""
+
+
+def run_key(event: Event) -> object:
+    """The default key of keyed delivery: the run, else the stream, else one shared key."""
+    scope = event.scope
+    return scope.run_id or scope.stream_id
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberStats:
+    """Counters of one subscription; ``received == handled + failed + timed_out + dropped
+    + queued`` once its worker is idle (``dropped`` includes events evicted from the queue).
+    """
+
+    id: int
+    name: str
+    received: int
+    handled: int
+    failed: int
+    timed_out: int
+    dropped: int
+    overflowed: int
+    """Must-deliver events queued beyond the buffer rather than dropped."""
+    queued: int
+    max_queued: int
+    closed: bool
+
+
+_IN_HANDLER: Final[contextvars.ContextVar[bool]] = contextvars.ContextVar(
+    "otel_agentbus_in_handler", default=False
+)
+
+
+def in_handler() -> bool:
+    """True while running inside a subscriber of some bus (publishes there never block)."""
+    return _IN_HANDLER.get()
+
+
+class Subscription:
+    """A live subscription; also an async iterator when it was made without a handler."""
+
+    def __init__(
+        self,
+        bus: EventBus,
+        sub_id: int,
+        event_filter: EventFilter,
+        handler: Handler | None,
+        *,
+        name: str,
+        buffer: int,
+        backpressure: Backpressure,
+        concurrency: Concurrency,
+        max_concurrency: int,
+        key: KeyFunction,
+        timeout: float | None,
+        error_policy: ErrorPolicy,
+        priority: int,
+        once: bool,
+    ) -> None:
+        self._bus = bus
+        self.id = sub_id
+        self.name = name
+        self.filter = event_filter
+        self.priority = priority
+        self._handler = handler
+        self._buffer = buffer
+        self._backpressure = backpressure
+        self._concurrency = concurrency
+        self._max_concurrency = max_concurrency
+        self._key = key
+        self._timeout = timeout
+        self._error_policy = error_policy
+        self._once = once
+        self._residual = event_filter.matches_residual if event_filter.has_residual else None
+
+        self._queue: deque[Event] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._space_waiters: deque[asyncio.Future[None]] = deque()
+        self._closing = False
+        self._drain_on_close = True
+        self._closed = False
+        self._error: BaseException | None = None
+        self._done: asyncio.Future[None] = bus._loop.create_future()
+        self._worker: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+        self.received = 0
+        self.handled = 0
+        self.failed = 0
+        self.timed_out = 0
+        self.dropped = 0
+        self.overflowed = 0
+        self.max_queued = 0
+
+    # ----------------------------------------------------------------- lifecycle
+    def _start(self) -> None:
+        if self._handler is None:
+            return
+        worker = {
+            Concurrency.SEQUENTIAL: self._sequential_worker,
+            Concurrency.CONCURRENT: self._concurrent_worker,
+            Concurrency.KEYED: self._keyed_worker,
+        }[self._concurrency]
+        self._worker = self._bus._loop.create_task(
+            self._guarded(worker()), name=f"otel-agentbus:{self.name}"
+        )
+
+    async def _guarded(self, body: Awaitable[None]) -> None:
+        _IN_HANDLER.set(True)
+        try:
+            await body
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._finish()
+
+    def _finish(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._closing = True
+        self._bus._forget(self)
+        if self._queue:
+            self.dropped += len(self._queue)
+            self._bus._dropped += len(self._queue)
+            self._queue.clear()
+        for waiter in self._space_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._space_waiters.clear()
+        self._wake()
+        if not self._done.done():
+            if self._error is not None:
+                self._done.set_exception(self._error)
+                # Mark it retrieved so an unawaited subscription does not log a warning;
+                # the error was logged when it happened.
+                self._done.exception()
+            else:
+                self._done.set_result(None)
+
+    def close(self, *, drain: bool = False) -> None:
+        """Stop receiving events. With ``drain`` the handler first gets what is queued."""
+        if self._closing:
+            return
+        self._closing = True
+        self._drain_on_close = drain
+        self._bus._forget(self)
+        if self._worker is None:
+            if not drain or not self._queue:
+                self._finish()
+            else:
+                self._wake()
+            return
+        if drain:
+            self._wake()
+        else:
+            self._worker.cancel()
+
+    async def wait(self) -> None:
+        """Wait until the subscription has ended; re-raises a handler error under RAISE."""
+        await asyncio.shield(self._done)
+
+    @property
+    def done(self) -> bool:
+        return self._done.done()
+
+    @property
+    def closed(self) -> bool:
+        return self._closing
+
+    def stats(self) -> SubscriberStats:
+        return SubscriberStats(
+            id=self.id,
+            name=self.name,
+            received=self.received,
+            handled=self.handled,
+            failed=self.failed,
+            timed_out=self.timed_out,
+            dropped=self.dropped,
+            overflowed=self.overflowed,
+            queued=len(self._queue),
+            max_queued=self.max_queued,
+            closed=self._closing,
+        )
+
+    # ------------------------------------------------------------------ enqueue
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _offer(self, event: Event, may_block: bool) -> int:
+        """Queue ``event``; returns 0 queued, 1 dropped, 2 must wait for space (BLOCK)."""
+        queue = self._queue
+        self.received += 1
+        if len(queue) < self._buffer and not self._space_waiters:
+            queue.append(event)
+        elif event._must_deliver:
+            if self._backpressure is Backpressure.BLOCK and may_block:
+                self.received -= 1
+                return 2
+            # Never dropped: it goes in beyond the buffer, and the overflow is counted.
+            queue.append(event)
+            self.overflowed += 1
+        elif self._backpressure is Backpressure.BLOCK:
+            if may_block:
+                self.received -= 1
+                return 2
+            if in_handler():
+                # A handler publishing into a full queue must not wait for itself.
+                queue.append(event)
+                self.overflowed += 1
+            else:
+                self.dropped += 1
+                return 1
+        elif self._backpressure is Backpressure.DROP_OLDEST:
+            if self._evict_oldest_droppable():
+                queue.append(event)
+            else:
+                self.dropped += 1
+                return 1
+        else:
+            self.dropped += 1
+            return 1
+        depth = len(queue)
+        if depth > self.max_queued:
+            self.max_queued = depth
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        return 0
+
+    def _evict_oldest_droppable(self) -> bool:
+        """Drop the oldest droppable queued event, looking at most EVICTION_SCAN deep.
+
+        The bound keeps a publish O(1) when the queue's head is full of must-deliver events;
+        if no droppable event is near the head, the caller drops the new one instead.
+        """
+        queue = self._queue
+        if not queue[0]._must_deliver:
+            queue.popleft()
+            self.dropped += 1
+            return True
+        for index in range(1, min(len(queue), EVICTION_SCAN)):
+            if not queue[index]._must_deliver:
+                del queue[index]
+                self.dropped += 1
+                return True
+        return False
+
+    async def _offer_blocking(self, event: Event) -> bool:
+        """Wait for room (BLOCK policy), then queue; False if the subscription closed."""
+        loop = self._bus._loop
+        while not self._closing and (
+            len(self._queue) >= self._buffer or self._space_waiters
+        ):
+            waiter = loop.create_future()
+            self._space_waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if self._space_waiters and self._space_waiters[0] is waiter:
+                    self._space_waiters.popleft()
+                elif waiter in self._space_waiters:
+                    self._space_waiters.remove(waiter)
+            if len(self._queue) < self._buffer:
+                break
+        if self._closing:
+            return False
+        self.received += 1
+        self._queue.append(event)
+        if len(self._queue) > self.max_queued:
+            self.max_queued = len(self._queue)
+        self._wake()
+        self._release_space()
+        return True
+
+    def _release_space(self) -> None:
+        if self._space_waiters and len(self._queue) < self._buffer:
+            waiter = self._space_waiters[0]
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # ------------------------------------------------------------------- handling
+    async def _idle(self) -> bool:
+        """Sleep until there is work; False when the subscription should end."""
+        if self._closing and (not self._drain_on_close or not self._queue):
+            return False
+        if self._queue:
+            return True
+        waiter = self._bus._loop.create_future()
+        self._waiter = waiter
+        await waiter
+        return not (self._closing and not self._queue)
+
+    async def _invoke(self, event: Event) -> None:
+        handler = self._handler
+        assert handler is not None
+        try:
+            if self._timeout is None:
+                result = handler(event)
+                if inspect.isawaitable(result):
+                    await result
+            else:
+                async with asyncio.timeout(self._timeout):
+                    result = handler(event)
+                    if inspect.isawaitable(result):
+                        await result
+        except TimeoutError:
+            if self._timeout is None:
+                self._fail(event, TimeoutError("handler raised TimeoutError"))
+                return
+            self.timed_out += 1
+            self._bus._timed_out += 1
+            logger.warning(
+                "subscriber %r timed out after %ss on %s (seq %s); handler cancelled",
+                self.name, self._timeout, event.kind, event.seq,
+            )
+            return
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            self._fail(event, asyncio.CancelledError("handler cancelled itself"))
+            return
+        except Exception as error:
+            self._fail(event, error)
+            return
+        self.handled += 1
+        if self._once:
+            self.close()
+
+    def _fail(self, event: Event, error: BaseException) -> None:
+        self.failed += 1
+        self._bus._failed += 1
+        if self._error_policy is ErrorPolicy.RAISE:
+            logger.error("subscriber %r failed on %s (seq %s); closing it",
+                         self.name, event.kind, event.seq, exc_info=error)
+            self._error = error
+            self.close()
+        else:
+            logger.warning("subscriber %r failed on %s (seq %s): %r",
+                           self.name, event.kind, event.seq, error)
+
+    async def _sequential_worker(self) -> None:
+        queue = self._queue
+        handler = self._handler
+        # The common case (a coroutine function, no timeout) is inlined: no extra coroutine
+        # per event, which is most of the cost of delivering one.
+        inline = self._timeout is None and inspect.iscoroutinefunction(handler)
+        space_waiters = self._space_waiters
+        once = self._once
+        # close(drain=False) cancels this task, so the loop needs no closing check.
+        while await self._idle():
+            while queue:
+                event = queue.popleft()
+                if space_waiters:
+                    self._release_space()
+                if inline:
+                    try:
+                        await handler(event)  # type: ignore[misc]
+                    except asyncio.CancelledError:
+                        task = asyncio.current_task()
+                        if task is not None and task.cancelling():
+                            raise
+                        self._fail(event, asyncio.CancelledError("handler cancelled itself"))
+                        continue
+                    except Exception as error:
+                        self._fail(event, error)
+                        continue
+                    self.handled += 1
+                    if once:
+                        self.close()
+                else:
+                    await self._invoke(event)
+
+    async def _concurrent_worker(self) -> None:
+        queue = self._queue
+        limit = self._max_concurrency
+        slot_free: asyncio.Event = asyncio.Event()
+        tasks = self._tasks
+        loop = self._bus._loop
+
+        def release(task: asyncio.Task[None]) -> None:
+            tasks.discard(task)
+            slot_free.set()
+
+        try:
+            while await self._idle():
+                while queue:
+                    while len(tasks) >= limit:
+                        slot_free.clear()
+                        await slot_free.wait()
+                    event = queue.popleft()
+                    if self._space_waiters:
+                        self._release_space()
+                    task = loop.create_task(self._invoke(event))
+                    tasks.add(task)
+                    task.add_done_callback(release)
+            while tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def _keyed_worker(self) -> None:
+        queue = self._queue
+        limit = self._max_concurrency
+        key_of = self._key
+        pending: dict[object, deque[Event]] = {}
+        runners = self._tasks
+        loop = self._bus._loop
+        slot_free: asyncio.Event = asyncio.Event()
+
+        async def run_key_queue(key: object, items: deque[Event]) -> None:
+            try:
+                while items:
+                    await self._invoke(items[0])
+                    items.popleft()
+                    if self._closing and not self._drain_on_close:
+                        return
+            finally:
+                del pending[key]
+                slot_free.set()
+
+        try:
+            while await self._idle():
+                while queue:
+                    event = queue[0]
+                    try:
+                        key = key_of(event)
+                    except Exception as error:  # a broken key function is that sub's failure
+                        queue.popleft()
+                        self._fail(event, error)
+                        continue
+                    items = pending.get(key)
+                    if items is not None:
+                        items.append(queue.popleft())
+                    elif len(pending) < limit:
+                        items = deque((queue.popleft(),))
+                        pending[key] = items
+                        task = loop.create_task(run_key_queue(key, items))
+                        runners.add(task)
+                        task.add_done_callback(runners.discard)
+                    else:
+                        slot_free.clear()
+                        await slot_free.wait()
+                        continue
+                    if self._space_waiters:
+                        self._release_space()
+            while runners:
+                await asyncio.gather(*runners, return_exceptions=True)
+        finally:
+            for task in runners:
+                task.cancel()
+
+    # ------------------------------------------------------------ async iteration
+    def __aiter__(self) -> AsyncIterator[Event]:
+        if self._handler is not None:
+            raise TypeError("a subscription with a handler cannot also be iterated")
+        return self
+
+    async def __anext__(self) -> Event:
+        while True:
+            if self._queue:
+                event = self._queue.popleft()
+                if self._space_waiters:
+                    self._release_space()
+                self.handled += 1
+                if self._once:
+                    self.close(drain=False)
+                return event
+            if self._closing:
+                self._finish()
+                raise StopAsyncIteration
+            waiter = self._bus._loop.create_future()
+            self._waiter = waiter
+            await waiter
+
+    async def next(self, timeout: float | None = None) -> Event:
+        """The next event; ``TimeoutError`` after ``timeout`` seconds."""
+        async with asyncio.timeout(timeout):
+            try:
+                return await self.__anext__()
+            except StopAsyncIteration:
+                raise SubscriptionClosedError(f"subscription {self.name!r} is closed") from None
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"Subscription(id={self.id}, name={self.name!r}, "
+                f"queued={len(self._queue)}, closed={self._closing})")
+
+
+def describe_handler(handler: Any) -> str:
+    """A readable default subscription name."""
+    return getattr(handler, "__qualname__", None) or type(handler).__name__
