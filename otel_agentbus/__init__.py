@@ -25,6 +25,7 @@ from .subscription import (
     Subscription,
     SubscriptionClosedError,
 )
+from .telemetry import Telemetry, configure
 
 __version__ = "0.1.0"
 
@@ -49,8 +50,10 @@ __all__ = [
     "SubscriberStats",
     "Subscription",
     "SubscriptionClosedError",
+    "Telemetry",
     "UnknownKindError",
     "__version__",
+    "configure",
     "is_must_deliver",
     "known_kinds",
     "make_filter",

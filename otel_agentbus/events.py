@@ -13,10 +13,10 @@ import itertools
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any, Final, NamedTuple, TypeAlias
+from typing import Any, Final, NamedTuple, TypeAlias, cast
 
 from .kinds import KNOWN_KINDS, MUST_DELIVER_KINDS, validate_kind
 
@@ -166,6 +166,12 @@ def _check_str_fields(value: tuple[Any, ...], field_name: str) -> None:
             )
 
 
+def _check_source(source: Source) -> None:
+    for name, item in zip(source._fields, source, strict=True):
+        if not isinstance(item, str):
+            raise EventValidationError(f"source.{name} must be a str, got {type(item).__name__}")
+
+
 class Event:
     """One immutable event.
 
@@ -176,6 +182,7 @@ class Event:
 
     __slots__ = (
         "_must_deliver",
+        "_span_context",
         "attrs",
         "correlation",
         "id",
@@ -199,6 +206,7 @@ class Event:
     attrs: Mapping[str, JSONValue]
     seq: int | None
     _must_deliver: bool
+    _span_context: object
 
     def __init__(
         self,
@@ -221,8 +229,11 @@ class Event:
             for item in scope:
                 if item is not None and type(item) is not str:
                     _check_str_fields(scope, "scope")
-        if source is not EMPTY_SOURCE and type(source) is not Source:
-            raise EventValidationError(f"source must be a Source, got {type(source).__name__}")
+        if source is not EMPTY_SOURCE:
+            if type(source) is not Source:
+                raise EventValidationError(f"source must be a Source, got {type(source).__name__}")
+            if type(source[0]) is not str or type(source[1]) is not str:
+                _check_source(source)
         if correlation is not EMPTY_CORRELATION:
             if type(correlation) is not Correlation:
                 raise EventValidationError(
@@ -269,6 +280,7 @@ class Event:
         _set_attrs(self, frozen_attrs)
         _set_seq(self, None)
         _set_must_deliver(self, kind in MUST_DELIVER_KINDS)
+        _set_span_context(self, None)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(
@@ -330,9 +342,14 @@ class Event:
         """Give the event its bus sequence number; done once, before anyone sees it."""
         _set_seq(self, seq)
 
-    def _stamp_correlation(self, correlation: Correlation) -> None:
-        """Set the trace context the event belongs to; done before delivery."""
+    def _stamp_correlation(self, correlation: Correlation, span_context: object = None) -> None:
+        """Set the trace context the event belongs to; done before delivery.
+
+        ``span_context`` is the OpenTelemetry SpanContext itself (with its sampled flag),
+        kept so helpers can make the event's span current without re-parsing hex ids.
+        """
         _set_correlation(self, correlation)
+        _set_span_context(self, span_context)
 
     def to_dict(self) -> dict[str, Any]:
         """The plain-JSON form; ``Event.from_dict(e.to_dict()) == e``."""
@@ -374,7 +391,7 @@ class Event:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Event):
             return NotImplemented
-        return all(getattr(self, name) == getattr(other, name) for name in Event.__slots__)
+        return all(getattr(self, name) == getattr(other, name) for name in _COMPARED)
 
     def __hash__(self) -> int:
         return hash(self.id)
@@ -384,16 +401,23 @@ class Event:
         return f"Event({self.kind!r}, seq={self.seq}, {scope or 'no scope'}, id={self.id!r})"
 
 
-# Slot setters bypass Event.__setattr__ (which refuses every write) at C speed.
-_set_id = Event.id.__set__  # type: ignore[attr-defined]
-_set_kind = Event.kind.__set__  # type: ignore[attr-defined]
-_set_time_ns = Event.time_ns.__set__  # type: ignore[attr-defined]
-_set_source = Event.source.__set__  # type: ignore[attr-defined]
-_set_scope = Event.scope.__set__  # type: ignore[attr-defined]
-_set_correlation = Event.correlation.__set__  # type: ignore[attr-defined]
-_set_severity = Event.severity.__set__  # type: ignore[attr-defined]
-_set_payload = Event.payload.__set__  # type: ignore[attr-defined]
-_set_attrs = Event.attrs.__set__  # type: ignore[attr-defined]
-_set_seq = Event.seq.__set__  # type: ignore[attr-defined]
-_set_must_deliver = Event._must_deliver.__set__  # type: ignore[attr-defined]
+def _slot_setter(name: str) -> Callable[[Event, Any], None]:
+    """The slot's own setter: bypasses Event.__setattr__ (which refuses writes) at C speed."""
+    return cast(Callable[[Event, Any], None], Event.__dict__[name].__set__)
+
+
+_set_id = _slot_setter("id")
+_set_kind = _slot_setter("kind")
+_set_time_ns = _slot_setter("time_ns")
+_set_source = _slot_setter("source")
+_set_scope = _slot_setter("scope")
+_set_correlation = _slot_setter("correlation")
+_set_severity = _slot_setter("severity")
+_set_payload = _slot_setter("payload")
+_set_attrs = _slot_setter("attrs")
+_set_seq = _slot_setter("seq")
+_set_must_deliver = _slot_setter("_must_deliver")
+_set_span_context = _slot_setter("_span_context")
 _time_ns = time.time_ns
+_COMPARED: Final = tuple(name for name in Event.__slots__ if name != "_span_context")
+"""The span context object is a local cache of ``correlation``; equality ignores it."""

@@ -1,0 +1,262 @@
+"""The ``otel-agentbus`` command line.
+
+Each subcommand is one ``_add_<name>_parser(subparsers)`` that registers its
+options and ``handler``, plus one ``_cmd_<name>(args) -> int``. Add a command
+by writing that pair and listing the adder in :data:`_PARSER_ADDERS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+DEFAULT_DB = "./agentbus.db"
+EXIT_USAGE = 2  # bad input: missing database, unknown trace, bad address
+EXIT_FAILURE = 1  # the environment failed us: port taken, I/O error
+
+_Subparsers = Any  # argparse's _SubParsersAction is private
+
+
+def _error(message: str) -> None:
+    print(f"otel-agentbus: error: {message}", file=sys.stderr)
+
+
+def _query_error(exc: Exception) -> int:
+    """Map query-layer exceptions to a message and an exit code."""
+    from .receiver.queries import NotAReceiverDatabase, TraceNotFoundError
+
+    if isinstance(exc, FileNotFoundError):
+        _error(f"receiver database not found: {exc.filename}")
+        return EXIT_USAGE
+    if isinstance(exc, TraceNotFoundError | NotAReceiverDatabase | ValueError):
+        _error(str(exc))
+        return EXIT_USAGE
+    _error(f"cannot read database: {exc}")
+    return EXIT_FAILURE
+
+
+def _address(text: str) -> str:
+    from .receiver.server import split_host_port
+
+    try:
+        split_host_port(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
+def _add_db_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db", default=DEFAULT_DB, help=f"receiver SQLite database (default: {DEFAULT_DB})"
+    )
+
+
+# ---- receiver -------------------------------------------------------------------
+
+
+def _add_receiver_parser(subparsers: _Subparsers) -> None:
+    from .receiver.server import (
+        DEFAULT_GRPC_ADDR,
+        DEFAULT_HTTP_ADDR,
+        DEFAULT_MAX_BODY,
+        TOKEN_ENV,
+    )
+
+    p = subparsers.add_parser(
+        "receiver",
+        help="run an embedded OTLP receiver (gRPC + HTTP) storing into SQLite",
+        description="Run an OTLP receiver until SIGINT/SIGTERM. Prints one JSON line with the "
+        "bound addresses once listening (port 0 picks a free port).",
+    )
+    p.add_argument("--grpc", type=_address, default=DEFAULT_GRPC_ADDR, metavar="HOST:PORT")
+    p.add_argument("--http", type=_address, default=DEFAULT_HTTP_ADDR, metavar="HOST:PORT")
+    _add_db_option(p)
+    p.add_argument(
+        "--token",
+        default=None,
+        help=f"require 'Authorization: Bearer TOKEN' (default: ${TOKEN_ENV})",
+    )
+    p.add_argument(
+        "--ready-file", type=Path, default=None, help="also write the ready JSON line here"
+    )
+    p.add_argument(
+        "--max-body",
+        type=_positive_int,
+        default=DEFAULT_MAX_BODY,
+        metavar="BYTES",
+        help=f"largest accepted request body (default: {DEFAULT_MAX_BODY})",
+    )
+    p.add_argument(
+        "--grace", type=float, default=2.0, help="seconds to finish in-flight requests on stop"
+    )
+    p.set_defaults(handler=_cmd_receiver)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    # A parent polling for the file must never see it half-written.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _cmd_receiver(args: argparse.Namespace) -> int:
+    from .receiver.server import TOKEN_ENV, Receiver
+
+    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
+    receiver = Receiver(
+        args.db, grpc_addr=args.grpc, http_addr=args.http, token=token, max_body=args.max_body
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():  # signal() only works there
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            receiver.start()
+        except (OSError, RuntimeError, sqlite3.Error) as exc:
+            _error(f"cannot start receiver: {exc}")
+            return EXIT_FAILURE
+        try:
+            line = json.dumps(
+                {
+                    "grpc": receiver.grpc_address,
+                    "http": receiver.http_address,
+                    "db": str(receiver.db_path),
+                }
+            )
+            if args.ready_file is not None:
+                _write_atomically(args.ready_file, line + "\n")
+            with contextlib.suppress(BrokenPipeError):  # nobody reads stdout: keep serving
+                print(line, flush=True)
+            while not stop.wait(0.5):
+                pass
+        finally:
+            receiver.stop(grace=args.grace)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    stats = receiver.stats()
+    print(
+        f"otel-agentbus receiver stopped: {stats.requests} requests "
+        f"({stats.rejected} rejected), {stats.spans} spans, {stats.metric_points} metric "
+        f"points, {stats.log_records} log records",
+        file=sys.stderr,
+    )
+    return 0
+
+
+# ---- runs -----------------------------------------------------------------------
+
+
+def _add_runs_parser(subparsers: _Subparsers) -> None:
+    p = subparsers.add_parser("runs", help="list agent runs stored by the receiver")
+    _add_db_option(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(handler=_cmd_runs)
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    from .receiver.queries import list_runs
+    from .receiver.render import format_runs
+
+    try:
+        runs = list_runs(args.db)
+    except (OSError, ValueError, sqlite3.Error) as exc:
+        return _query_error(exc)
+    if args.json:
+        print(json.dumps({"runs": [run.to_dict() for run in runs]}, indent=2))
+    else:
+        print(format_runs(runs))
+    return 0
+
+
+# ---- trace ----------------------------------------------------------------------
+
+
+def _add_trace_parser(subparsers: _Subparsers) -> None:
+    p = subparsers.add_parser("trace", help="show one trace as a span tree")
+    p.add_argument("trace_id", metavar="TRACE_ID", help="32 hex digits")
+    _add_db_option(p)
+    p.add_argument("--json", action="store_true", help="print the tree as JSON")
+    p.add_argument(
+        "--all-attributes",
+        action="store_true",
+        help="show every span attribute, not only gen_ai.*/agentbus.*/error.*",
+    )
+    p.set_defaults(handler=_cmd_trace)
+
+
+def _cmd_trace(args: argparse.Namespace) -> int:
+    from .receiver.queries import get_trace
+    from .receiver.render import format_trace
+
+    try:
+        tree = get_trace(args.db, args.trace_id)
+    except (OSError, KeyError, ValueError, sqlite3.Error) as exc:
+        return _query_error(exc)
+    if args.json:
+        print(json.dumps(tree.to_dict(), indent=2))
+    else:
+        print(format_trace(tree, all_attributes=args.all_attributes))
+    return 0
+
+
+# ---- entry point ----------------------------------------------------------------
+
+_PARSER_ADDERS: list[Callable[[_Subparsers], None]] = [
+    _add_receiver_parser,
+    _add_runs_parser,
+    _add_trace_parser,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="otel-agentbus", description="OpenTelemetry-native event bus for AI agents."
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in _PARSER_ADDERS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console-script entry point; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    return handler(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,398 @@
+"""Flatten OTLP protobuf requests into plain rows for SQLite.
+
+Kept free of I/O so both transports share it and a bad request is fully
+validated (and rejected) before anything is written.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.metrics.v1.metrics_pb2 import (
+    Exemplar,
+    ExponentialHistogramDataPoint,
+    HistogramDataPoint,
+    Metric,
+    NumberDataPoint,
+    SummaryDataPoint,
+)
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+from .names import PENDING_ATTRIBUTE, is_truthy
+
+SPAN_KINDS: dict[int, str] = {
+    Span.SPAN_KIND_UNSPECIFIED: "UNSPECIFIED",
+    Span.SPAN_KIND_INTERNAL: "INTERNAL",
+    Span.SPAN_KIND_SERVER: "SERVER",
+    Span.SPAN_KIND_CLIENT: "CLIENT",
+    Span.SPAN_KIND_PRODUCER: "PRODUCER",
+    Span.SPAN_KIND_CONSUMER: "CONSUMER",
+}
+STATUS_CODES: dict[int, str] = {
+    Status.STATUS_CODE_UNSET: "UNSET",
+    Status.STATUS_CODE_OK: "OK",
+    Status.STATUS_CODE_ERROR: "ERROR",
+}
+TEMPORALITIES: dict[int, str] = {0: "unspecified", 1: "delta", 2: "cumulative"}
+
+
+class MalformedRequest(ValueError):
+    """The request decoded but violates OTLP rules (e.g. a 3-byte span id)."""
+
+
+class SpanRecord(NamedTuple):
+    """One ``spans`` row; field names are the column names."""
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    name: str
+    kind: str
+    start_ns: int
+    end_ns: int
+    status_code: str
+    status_message: str
+    attributes: str
+    events: str
+    links: str
+    resource: str
+    scope_name: str
+    scope_version: str
+    service_name: str | None
+    trace_state: str
+    pending: int
+
+
+class MetricPointRecord(NamedTuple):
+    """One ``metrics`` row: a single data point of a metric."""
+
+    name: str
+    description: str
+    unit: str
+    type: str
+    time_ns: int
+    start_time_ns: int
+    attributes: str
+    value: float | int | None
+    histogram: str | None
+    exemplars: str
+    temporality: str | None
+    is_monotonic: int | None
+    resource: str
+    scope_name: str
+    service_name: str | None
+
+
+class LogRecordRow(NamedTuple):
+    """One ``logs`` row."""
+
+    time_ns: int
+    observed_time_ns: int
+    severity_number: int
+    severity_text: str
+    body: str
+    event_name: str
+    attributes: str
+    trace_id: str | None
+    span_id: str | None
+    flags: int
+    resource: str
+    scope_name: str
+    service_name: str | None
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON that SQLite's json1 functions can always parse (no NaN)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _finite(number: float) -> float | str:
+    # JSON has no NaN/Infinity; keep the information as a string instead.
+    if math.isfinite(number):
+        return number
+    return "NaN" if math.isnan(number) else ("Infinity" if number > 0 else "-Infinity")
+
+
+def any_value(value: AnyValue) -> Any:
+    """Convert an OTLP AnyValue to a JSON-able Python value (bytes become base64)."""
+    which = value.WhichOneof("value")
+    if which is None:
+        return None
+    if which == "string_value":
+        return value.string_value
+    if which == "bool_value":
+        return value.bool_value
+    if which == "int_value":
+        return value.int_value
+    if which == "double_value":
+        return _finite(value.double_value)
+    if which == "array_value":
+        return [any_value(item) for item in value.array_value.values]
+    if which == "kvlist_value":
+        return attributes(value.kvlist_value.values)
+    if which == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode("ascii")
+    # string_value_strindex only has meaning inside a profiles dictionary.
+    return getattr(value, which)
+
+
+def attributes(items: Iterable[KeyValue]) -> dict[str, Any]:
+    """Key/value list to a dict; a repeated key keeps its last value."""
+    return {kv.key: any_value(kv.value) for kv in items}
+
+
+def _hex_id(raw: bytes, size: int, what: str, *, required: bool) -> str | None:
+    if not raw:
+        if required:
+            raise MalformedRequest(f"{what} is empty")
+        return None
+    if len(raw) != size:
+        raise MalformedRequest(f"{what} must be {size} bytes, got {len(raw)}")
+    return raw.hex()
+
+
+def _service_name(resource_attrs: dict[str, Any]) -> str | None:
+    name = resource_attrs.get("service.name")
+    return name if isinstance(name, str) else None
+
+
+def _resource(resource: Resource) -> tuple[str, str | None]:
+    attrs = attributes(resource.attributes)
+    return dumps(attrs), _service_name(attrs)
+
+
+def span_records(request: ExportTraceServiceRequest) -> list[SpanRecord]:
+    """All spans of a trace export request, in request order."""
+    rows: list[SpanRecord] = []
+    for resource_spans in request.resource_spans:
+        resource_json, service = _resource(resource_spans.resource)
+        for scope_spans in resource_spans.scope_spans:
+            scope = scope_spans.scope
+            for span in scope_spans.spans:
+                attrs = attributes(span.attributes)
+                trace_id = _hex_id(span.trace_id, 16, "trace_id", required=True)
+                span_id = _hex_id(span.span_id, 8, "span_id", required=True)
+                assert trace_id is not None and span_id is not None
+                events = [
+                    {
+                        "name": event.name,
+                        "time_ns": event.time_unix_nano,
+                        "attributes": attributes(event.attributes),
+                    }
+                    for event in span.events
+                ]
+                links = [
+                    {
+                        "trace_id": _hex_id(link.trace_id, 16, "link trace_id", required=True),
+                        "span_id": _hex_id(link.span_id, 8, "link span_id", required=True),
+                        "trace_state": link.trace_state,
+                        "attributes": attributes(link.attributes),
+                    }
+                    for link in span.links
+                ]
+                rows.append(
+                    SpanRecord(
+                        trace_id=trace_id,
+                        span_id=span_id,
+                        parent_span_id=_hex_id(
+                            span.parent_span_id, 8, "parent_span_id", required=False
+                        ),
+                        name=span.name,
+                        kind=SPAN_KINDS.get(span.kind, str(span.kind)),
+                        start_ns=span.start_time_unix_nano,
+                        end_ns=span.end_time_unix_nano,
+                        status_code=STATUS_CODES.get(span.status.code, str(span.status.code)),
+                        status_message=span.status.message,
+                        attributes=dumps(attrs),
+                        events=dumps(events),
+                        links=dumps(links),
+                        resource=resource_json,
+                        scope_name=scope.name,
+                        scope_version=scope.version,
+                        service_name=service,
+                        trace_state=span.trace_state,
+                        pending=int(is_truthy(attrs.get(PENDING_ATTRIBUTE))),
+                    )
+                )
+    return rows
+
+
+def _number(point: NumberDataPoint | Exemplar) -> float | int | None:
+    which = point.WhichOneof("value")
+    if which == "as_int":
+        return point.as_int
+    if which == "as_double":
+        value = point.as_double
+        return value if math.isfinite(value) else None
+    return None
+
+
+def _exemplars(items: Iterable[Exemplar]) -> str:
+    return dumps(
+        [
+            {
+                "time_ns": ex.time_unix_nano,
+                "value": _number(ex),
+                "attributes": attributes(ex.filtered_attributes),
+                "trace_id": ex.trace_id.hex() or None,
+                "span_id": ex.span_id.hex() or None,
+            }
+            for ex in items
+        ]
+    )
+
+
+def _optional(present: bool, value: float) -> float | str | None:
+    return _finite(value) if present else None
+
+
+def _histogram(point: HistogramDataPoint) -> dict[str, Any]:
+    return {
+        "count": point.count,
+        "sum": _optional(point.HasField("sum"), point.sum),
+        "min": _optional(point.HasField("min"), point.min),
+        "max": _optional(point.HasField("max"), point.max),
+        "bucket_counts": list(point.bucket_counts),
+        "explicit_bounds": [_finite(b) for b in point.explicit_bounds],
+    }
+
+
+def _exp_histogram(point: ExponentialHistogramDataPoint) -> dict[str, Any]:
+    return {
+        "count": point.count,
+        "sum": _optional(point.HasField("sum"), point.sum),
+        "min": _optional(point.HasField("min"), point.min),
+        "max": _optional(point.HasField("max"), point.max),
+        "scale": point.scale,
+        "zero_count": point.zero_count,
+        "zero_threshold": _finite(point.zero_threshold),
+        "positive": {
+            "offset": point.positive.offset,
+            "bucket_counts": list(point.positive.bucket_counts),
+        },
+        "negative": {
+            "offset": point.negative.offset,
+            "bucket_counts": list(point.negative.bucket_counts),
+        },
+    }
+
+
+def _summary(point: SummaryDataPoint) -> dict[str, Any]:
+    return {
+        "count": point.count,
+        "sum": _finite(point.sum),
+        "quantile_values": [
+            {"quantile": q.quantile, "value": _finite(q.value)} for q in point.quantile_values
+        ],
+    }
+
+
+def _metric_points(
+    metric: Metric, resource_json: str, scope_name: str, service: str | None
+) -> list[MetricPointRecord]:
+    kind = metric.WhichOneof("data")
+    if kind is None:
+        return []
+
+    def row(
+        point: NumberDataPoint
+        | HistogramDataPoint
+        | ExponentialHistogramDataPoint
+        | SummaryDataPoint,
+        type_: str,
+        value: float | int | None,
+        histogram: dict[str, Any] | None,
+        temporality: int | None,
+        monotonic: bool | None,
+    ) -> MetricPointRecord:
+        exemplars = "[]" if isinstance(point, SummaryDataPoint) else _exemplars(point.exemplars)
+        return MetricPointRecord(
+            name=metric.name,
+            description=metric.description,
+            unit=metric.unit,
+            type=type_,
+            time_ns=point.time_unix_nano,
+            start_time_ns=point.start_time_unix_nano,
+            attributes=dumps(attributes(point.attributes)),
+            value=value,
+            histogram=None if histogram is None else dumps(histogram),
+            exemplars=exemplars,
+            temporality=None if temporality is None else TEMPORALITIES.get(temporality),
+            is_monotonic=None if monotonic is None else int(monotonic),
+            resource=resource_json,
+            scope_name=scope_name,
+            service_name=service,
+        )
+
+    if kind == "gauge":
+        return [row(p, "gauge", _number(p), None, None, None) for p in metric.gauge.data_points]
+    if kind == "sum":
+        s = metric.sum
+        return [
+            row(p, "sum", _number(p), None, s.aggregation_temporality, s.is_monotonic)
+            for p in s.data_points
+        ]
+    if kind == "histogram":
+        h = metric.histogram
+        return [
+            row(p, "histogram", None, _histogram(p), h.aggregation_temporality, None)
+            for p in h.data_points
+        ]
+    if kind == "exponential_histogram":
+        e = metric.exponential_histogram
+        return [
+            row(p, "exp_histogram", None, _exp_histogram(p), e.aggregation_temporality, None)
+            for p in e.data_points
+        ]
+    return [row(p, "summary", None, _summary(p), None, None) for p in metric.summary.data_points]
+
+
+def metric_records(request: ExportMetricsServiceRequest) -> list[MetricPointRecord]:
+    """One row per data point of every metric in the request."""
+    rows: list[MetricPointRecord] = []
+    for resource_metrics in request.resource_metrics:
+        resource_json, service = _resource(resource_metrics.resource)
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                rows.extend(
+                    _metric_points(metric, resource_json, scope_metrics.scope.name, service)
+                )
+    return rows
+
+
+def log_records(request: ExportLogsServiceRequest) -> list[LogRecordRow]:
+    """All log records of a logs export request."""
+    rows: list[LogRecordRow] = []
+    for resource_logs in request.resource_logs:
+        resource_json, service = _resource(resource_logs.resource)
+        for scope_logs in resource_logs.scope_logs:
+            for record in scope_logs.log_records:
+                rows.append(
+                    LogRecordRow(
+                        time_ns=record.time_unix_nano,
+                        observed_time_ns=record.observed_time_unix_nano,
+                        severity_number=int(record.severity_number),
+                        severity_text=record.severity_text,
+                        body=dumps(any_value(record.body)),
+                        event_name=record.event_name,
+                        attributes=dumps(attributes(record.attributes)),
+                        trace_id=_hex_id(record.trace_id, 16, "log trace_id", required=False),
+                        span_id=_hex_id(record.span_id, 8, "log span_id", required=False),
+                        flags=record.flags,
+                        resource=resource_json,
+                        scope_name=scope_logs.scope.name,
+                        service_name=service,
+                    )
+                )
+    return rows

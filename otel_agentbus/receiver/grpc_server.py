@@ -1,0 +1,144 @@
+"""OTLP/gRPC endpoint: the collector's Trace, Metrics and Logs services.
+
+The servicers subclass the classes generated in ``opentelemetry-proto``, but we
+register them with a raw-bytes deserializer: grpcio would answer an
+undecodable request with INTERNAL, while OTLP wants INVALID_ARGUMENT so that
+clients do not retry it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NoReturn
+
+import grpc  # type: ignore[import-untyped]
+from google.protobuf.message import Message  # type: ignore[import-untyped]
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+from opentelemetry.proto.collector.metrics.v1 import (
+    metrics_service_pb2,
+    metrics_service_pb2_grpc,
+)
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from .convert import MalformedRequest
+from .ingest import Ingest, Signal
+
+log = logging.getLogger(__name__)
+
+
+def _abort(context: Any, code: Any, message: str) -> NoReturn:
+    context.abort(code, message)  # raises
+    raise AssertionError("grpc context.abort returned")
+
+
+class _Exporter:
+    """Auth, decode and store for one signal; shared by the three servicers."""
+
+    def __init__(self, signal: Signal, ingest: Ingest, token: str | None) -> None:
+        self.signal = signal
+        self.ingest = ingest
+        self.token = token
+
+    def _authorized(self, context: Any) -> bool:
+        if self.token is None:
+            return True
+        for key, value in context.invocation_metadata() or ():
+            if key.lower() == "authorization" and isinstance(value, str):
+                scheme, _, credentials = value.partition(" ")
+                return scheme.lower() == "bearer" and hmac.compare_digest(
+                    credentials.strip().encode(), self.token.encode()
+                )
+        return False
+
+    def export(self, data: bytes, context: Any) -> Message:
+        if not self._authorized(context):
+            self.ingest.rejected()
+            _abort(context, grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+        try:
+            request = self.signal.parse(data)
+            return self.ingest.export(self.signal, request)
+        except MalformedRequest as exc:
+            self.ingest.rejected()
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except Exception as exc:
+            log.exception("failed to store OTLP/gRPC request")
+            self.ingest.rejected()
+            _abort(context, grpc.StatusCode.INTERNAL, f"internal error: {exc}")
+
+
+class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
+    def __init__(self, exporter: _Exporter) -> None:
+        self._exporter = exporter
+
+    def Export(self, request: bytes, context: Any) -> Message:
+        return self._exporter.export(request, context)
+
+
+class MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
+    def __init__(self, exporter: _Exporter) -> None:
+        self._exporter = exporter
+
+    def Export(self, request: bytes, context: Any) -> Message:
+        return self._exporter.export(request, context)
+
+
+class LogsService(logs_service_pb2_grpc.LogsServiceServicer):
+    def __init__(self, exporter: _Exporter) -> None:
+        self._exporter = exporter
+
+    def Export(self, request: bytes, context: Any) -> Message:
+        return self._exporter.export(request, context)
+
+
+def _handler(full_name: str, servicer: Any, response_type: type[Message]) -> Any:
+    method = grpc.unary_unary_rpc_method_handler(
+        servicer.Export,
+        request_deserializer=None,  # raw bytes; see module docstring
+        response_serializer=response_type.SerializeToString,
+    )
+    return grpc.method_handlers_generic_handler(full_name, {"Export": method})
+
+
+def create_grpc_server(
+    address: str,
+    ingest: Ingest,
+    *,
+    token: str | None = None,
+    max_body: int,
+    max_workers: int = 8,
+) -> tuple[Any, int]:
+    """Build a gRPC server bound to ``address``; returns ``(server, bound_port)``.
+
+    Raises ``RuntimeError`` if the address cannot be bound.
+    """
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="otlp-grpc"),
+        options=[
+            ("grpc.max_receive_message_length", max_body),
+            ("grpc.so_reuseport", 0),  # fail loudly instead of sharing a busy port
+        ],
+    )
+    services = (
+        (
+            trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"].full_name,
+            TraceService(_Exporter(Signal.TRACES, ingest, token)),
+            trace_service_pb2.ExportTraceServiceResponse,
+        ),
+        (
+            metrics_service_pb2.DESCRIPTOR.services_by_name["MetricsService"].full_name,
+            MetricsService(_Exporter(Signal.METRICS, ingest, token)),
+            metrics_service_pb2.ExportMetricsServiceResponse,
+        ),
+        (
+            logs_service_pb2.DESCRIPTOR.services_by_name["LogsService"].full_name,
+            LogsService(_Exporter(Signal.LOGS, ingest, token)),
+            logs_service_pb2.ExportLogsServiceResponse,
+        ),
+    )
+    server.add_generic_rpc_handlers(tuple(_handler(*service) for service in services))
+    port = server.add_insecure_port(address)
+    if not port:
+        raise RuntimeError(f"could not bind gRPC to {address}")
+    return server, int(port)

@@ -1,0 +1,131 @@
+"""The transport-independent half of the receiver: decode, store, count.
+
+gRPC and OTLP/HTTP both end here, so validation, storage and the counters
+behave identically whichever way telemetry arrives.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from enum import Enum
+from typing import Final
+
+from google.protobuf.message import DecodeError, Message  # type: ignore[import-untyped]
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from .convert import MalformedRequest, log_records, metric_records, span_records
+from .store import Store
+
+
+class Signal(Enum):
+    """The three OTLP signals, valued by their OTLP/HTTP path."""
+
+    TRACES = "/v1/traces"
+    METRICS = "/v1/metrics"
+    LOGS = "/v1/logs"
+
+    @property
+    def request_type(self) -> type[Message]:
+        return _REQUEST_TYPES[self]
+
+    def empty_response(self) -> Message:
+        """The success response; partial_success stays unset."""
+        return _RESPONSE_TYPES[self]()
+
+    def parse(self, data: bytes) -> Message:
+        """Decode binary protobuf, mapping decoder errors to :class:`MalformedRequest`."""
+        message = self.request_type()
+        try:
+            message.ParseFromString(data)
+        except (DecodeError, ValueError) as exc:
+            raise MalformedRequest(f"invalid {self.name.lower()} protobuf: {exc}") from exc
+        return message
+
+
+_REQUEST_TYPES: Final[dict[Signal, type[Message]]] = {
+    Signal.TRACES: ExportTraceServiceRequest,
+    Signal.METRICS: ExportMetricsServiceRequest,
+    Signal.LOGS: ExportLogsServiceRequest,
+}
+_RESPONSE_TYPES: Final[dict[Signal, type[Message]]] = {
+    Signal.TRACES: ExportTraceServiceResponse,
+    Signal.METRICS: ExportMetricsServiceResponse,
+    Signal.LOGS: ExportLogsServiceResponse,
+}
+SIGNAL_BY_PATH: Final[dict[str, Signal]] = {s.value: s for s in Signal}
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiverStats:
+    """A snapshot of the receiver's counters."""
+
+    requests: int = 0
+    rejected: int = 0
+    spans: int = 0
+    metric_points: int = 0
+    log_records: int = 0
+
+
+class Ingest:
+    """Stores decoded export requests and keeps the counters."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._lock = threading.Lock()
+        self._requests = 0
+        self._rejected = 0
+        self._spans = 0
+        self._points = 0
+        self._logs = 0
+
+    def export(self, signal: Signal, request: Message) -> Message:
+        """Validate and store one request; raises :class:`MalformedRequest` before writing."""
+        spans = metrics = logs = 0
+        if isinstance(request, ExportTraceServiceRequest):
+            rows = span_records(request)
+            self.store.write(spans=rows)
+            spans = len(rows)
+        elif isinstance(request, ExportMetricsServiceRequest):
+            points = metric_records(request)
+            self.store.write(metrics=points)
+            metrics = len(points)
+        elif isinstance(request, ExportLogsServiceRequest):
+            records = log_records(request)
+            self.store.write(logs=records)
+            logs = len(records)
+        else:  # pragma: no cover - programming error
+            raise TypeError(f"not an OTLP export request: {type(request).__name__}")
+        with self._lock:
+            self._requests += 1
+            self._spans += spans
+            self._points += metrics
+            self._logs += logs
+        return signal.empty_response()
+
+    def rejected(self) -> None:
+        """Count a request refused for auth, size, encoding or content."""
+        with self._lock:
+            self._requests += 1
+            self._rejected += 1
+
+    def stats(self) -> ReceiverStats:
+        with self._lock:
+            return ReceiverStats(
+                requests=self._requests,
+                rejected=self._rejected,
+                spans=self._spans,
+                metric_points=self._points,
+                log_records=self._logs,
+            )

@@ -1,0 +1,465 @@
+"""Read-side of the receiver database: runs, trace trees, metric points, logs.
+
+Plain dataclasses so the CLI, the demo and tests share one interpretation of
+what a "run" is and how a trace nests.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+from .names import (
+    AGENT_ATTRIBUTE,
+    INVOKE_AGENT,
+    OPERATION_ATTRIBUTE,
+    PENDING_ATTRIBUTE,
+    RUN_ID_ATTRIBUTE,
+    RUN_STATUS_ATTRIBUTE,
+)
+
+_REQUIRED_TABLES: Final = frozenset({"spans", "metrics", "logs"})
+
+
+class NotAReceiverDatabase(ValueError):
+    """The file exists but was not written by the receiver."""
+
+
+class TraceNotFoundError(KeyError):
+    """No span of the requested trace is stored."""
+
+    def __init__(self, trace_id: str, db_path: str | Path) -> None:
+        super().__init__(trace_id)
+        self.trace_id = trace_id
+        self.db_path = str(db_path)
+
+    def __str__(self) -> str:
+        return f"trace {self.trace_id} not found in {self.db_path}"
+
+
+# ---- rows -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SpanEvent:
+    name: str
+    time_ns: int
+    attributes: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "time_ns": self.time_ns, "attributes": self.attributes}
+
+
+@dataclass(frozen=True, slots=True)
+class SpanRow:
+    """One stored span; ``pending`` means only the in-progress placeholder arrived."""
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    name: str
+    kind: str
+    start_ns: int
+    end_ns: int
+    status_code: str
+    status_message: str
+    attributes: dict[str, Any]
+    events: list[SpanEvent]
+    links: list[dict[str, Any]]
+    resource: dict[str, Any]
+    scope_name: str
+    service_name: str | None
+    pending: bool
+
+    @property
+    def in_progress(self) -> bool:
+        return self.pending
+
+    @property
+    def duration_ns(self) -> int | None:
+        if self.pending or self.end_ns < self.start_ns:
+            return None
+        return self.end_ns - self.start_ns
+
+    @property
+    def duration_ms(self) -> float | None:
+        ns = self.duration_ns
+        return None if ns is None else ns / 1e6
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "trace_id": self.trace_id,
+            "span_id": self.span_id,
+            "parent_span_id": self.parent_span_id,
+            "name": self.name,
+            "kind": self.kind,
+            "start_ns": self.start_ns,
+            "end_ns": self.end_ns,
+            "duration_ms": self.duration_ms,
+            "status_code": self.status_code,
+            "status_message": self.status_message,
+            "in_progress": self.pending,
+            "attributes": self.attributes,
+            "events": [e.to_dict() for e in self.events],
+            "links": self.links,
+            "resource": self.resource,
+            "scope_name": self.scope_name,
+            "service_name": self.service_name,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SpanNode:
+    span: SpanRow
+    children: list[SpanNode] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.span.to_dict(), "children": [c.to_dict() for c in self.children]}
+
+    def walk(self, depth: int = 0) -> Iterator[tuple[int, SpanNode]]:
+        """Depth-first ``(depth, node)`` pairs, parents before children."""
+        yield depth, self
+        for child in self.children:
+            yield from child.walk(depth + 1)
+
+
+@dataclass(frozen=True, slots=True)
+class TraceTree:
+    """A trace as a forest: real roots and orphans (parent not stored) at top level."""
+
+    trace_id: str
+    roots: list[SpanNode]
+    spans: list[SpanRow]
+
+    def walk(self) -> Iterator[tuple[int, SpanNode]]:
+        for root in self.roots:
+            yield from root.walk()
+
+    def span(self, span_id: str) -> SpanRow:
+        for span in self.spans:
+            if span.span_id == span_id:
+                return span
+        raise KeyError(span_id)
+
+    def named(self, name: str) -> list[SpanRow]:
+        return [s for s in self.spans if s.name == name]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "trace_id": self.trace_id,
+            "span_count": len(self.spans),
+            "roots": [r.to_dict() for r in self.roots],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    """A top-level ``invoke_agent`` span, i.e. one agent run."""
+
+    run_id: str
+    agent: str | None
+    status: str
+    start_ns: int
+    duration_s: float | None
+    span_count: int
+    trace_id: str
+    span_id: str
+    name: str
+    service_name: str | None
+
+    @property
+    def start(self) -> datetime:
+        return datetime.fromtimestamp(self.start_ns / 1e9, tz=UTC)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "agent": self.agent,
+            "status": self.status,
+            "start": self.start.isoformat(timespec="milliseconds"),
+            "start_ns": self.start_ns,
+            "duration_s": self.duration_s,
+            "span_count": self.span_count,
+            "trace_id": self.trace_id,
+            "span_id": self.span_id,
+            "service_name": self.service_name,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class MetricPoint:
+    """One data point; ``value`` for sum/gauge, ``histogram`` for the other types."""
+
+    name: str
+    description: str
+    unit: str
+    type: str
+    time_ns: int
+    start_time_ns: int
+    attributes: dict[str, Any]
+    value: float | int | None
+    histogram: dict[str, Any] | None
+    exemplars: list[dict[str, Any]]
+    temporality: str | None
+    is_monotonic: bool | None
+    resource: dict[str, Any]
+    scope_name: str
+    service_name: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    time_ns: int
+    observed_time_ns: int
+    severity_number: int
+    severity_text: str
+    body: Any
+    event_name: str
+    attributes: dict[str, Any]
+    trace_id: str | None
+    span_id: str | None
+    flags: int
+    resource: dict[str, Any]
+    scope_name: str
+    service_name: str | None
+
+
+# ---- access -----------------------------------------------------------------
+
+
+@contextmanager
+def connect(db_path: str | Path) -> Iterator[sqlite3.Connection]:
+    """Open the database read-only, with clear errors for a missing or foreign file."""
+    path = Path(db_path).absolute()
+    if not path.is_file():
+        raise FileNotFoundError(errno.ENOENT, "receiver database not found", str(path))
+    conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=10.0)
+    try:
+        conn.row_factory = sqlite3.Row
+        try:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        except sqlite3.DatabaseError as exc:
+            raise NotAReceiverDatabase(f"{path} is not a receiver database: {exc}") from None
+        missing = _REQUIRED_TABLES - tables
+        if missing:
+            raise NotAReceiverDatabase(
+                f"{path} is not a receiver database (missing tables: {', '.join(sorted(missing))})"
+            )
+        yield conn
+    finally:
+        conn.close()
+
+
+def _json(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _span(row: sqlite3.Row) -> SpanRow:
+    return SpanRow(
+        trace_id=row["trace_id"],
+        span_id=row["span_id"],
+        parent_span_id=row["parent_span_id"],
+        name=row["name"],
+        kind=row["kind"],
+        start_ns=row["start_ns"],
+        end_ns=row["end_ns"],
+        status_code=row["status_code"],
+        status_message=row["status_message"],
+        attributes=_json(row["attributes"]),
+        events=[
+            SpanEvent(name=e["name"], time_ns=e["time_ns"], attributes=e["attributes"])
+            for e in _json(row["events"])
+        ],
+        links=_json(row["links"]),
+        resource=_json(row["resource"]),
+        scope_name=row["scope_name"],
+        service_name=row["service_name"],
+        pending=bool(row["pending"]),
+    )
+
+
+def _run_status(span: SpanRow) -> str:
+    if span.pending:
+        return "running"
+    explicit = span.attributes.get(RUN_STATUS_ATTRIBUTE)
+    if explicit is not None and explicit != "":
+        return str(explicit)
+    return "failed" if span.status_code == "ERROR" else "completed"
+
+
+_RUNS_SQL: Final = f"""
+SELECT s.*, (SELECT COUNT(*) FROM spans c WHERE c.trace_id = s.trace_id AND c.pending = 0)
+         AS span_count
+FROM spans s
+WHERE json_extract(s.attributes, '$."{OPERATION_ATTRIBUTE}"') = '{INVOKE_AGENT}'
+  AND NOT EXISTS (
+      SELECT 1 FROM spans p
+      WHERE p.trace_id = s.trace_id AND p.span_id = s.parent_span_id
+        AND json_extract(p.attributes, '$."{OPERATION_ATTRIBUTE}"') = '{INVOKE_AGENT}')
+ORDER BY s.start_ns, s.trace_id, s.span_id
+"""
+
+
+def list_runs(db_path: str | Path) -> list[RunRow]:
+    """Top-level agent runs (an ``invoke_agent`` span not under another one), oldest first."""
+    with connect(db_path) as conn:
+        rows = conn.execute(_RUNS_SQL).fetchall()
+    runs: list[RunRow] = []
+    for row in rows:
+        span = _span(row)
+        run_id = span.attributes.get(RUN_ID_ATTRIBUTE)
+        agent = span.attributes.get(AGENT_ATTRIBUTE)
+        duration = span.duration_ns
+        runs.append(
+            RunRow(
+                run_id=str(run_id) if run_id not in (None, "") else span.span_id,
+                agent=None if agent is None else str(agent),
+                status=_run_status(span),
+                start_ns=span.start_ns,
+                duration_s=None if duration is None else duration / 1e9,
+                span_count=int(row["span_count"]),
+                trace_id=span.trace_id,
+                span_id=span.span_id,
+                name=span.name,
+                service_name=span.service_name,
+            )
+        )
+    return runs
+
+
+def normalize_trace_id(trace_id: str) -> str:
+    """Lower-case 32-hex-digit form; raises ``ValueError`` for anything else."""
+    text = trace_id.strip().lower()
+    if len(text) != 32 or any(c not in "0123456789abcdef" for c in text):
+        raise ValueError(f"invalid trace id {trace_id!r}: expected 32 hex digits")
+    return text
+
+
+def _build_forest(spans: list[SpanRow]) -> list[SpanNode]:
+    nodes = {s.span_id: SpanNode(s) for s in spans}
+    roots: list[SpanNode] = []
+    for span in spans:  # already in start order, so children lists come out sorted
+        node = nodes[span.span_id]
+        parent = nodes.get(span.parent_span_id or "")
+        if parent is None or parent is node:
+            roots.append(node)
+        else:
+            parent.children.append(node)
+    # A parent cycle (malformed input) would hide spans; surface them as roots.
+    reachable = {id(n) for root in roots for _, n in root.walk()}
+    for span in spans:
+        node = nodes[span.span_id]
+        if id(node) not in reachable:
+            for parent in nodes.values():
+                if node in parent.children:
+                    parent.children.remove(node)
+            roots.append(node)
+            reachable.update(id(n) for _, n in node.walk())
+    return roots
+
+
+def get_trace(db_path: str | Path, trace_id: str) -> TraceTree:
+    """All spans of one trace, as a tree and as a flat list sorted by start time."""
+    tid = normalize_trace_id(trace_id)
+    with connect(db_path) as conn:
+        rows = conn.execute(
+            "SELECT * FROM spans WHERE trace_id = ? ORDER BY start_ns, span_id", (tid,)
+        ).fetchall()
+    if not rows:
+        raise TraceNotFoundError(tid, Path(db_path).absolute())
+    spans = [_span(r) for r in rows]
+    return TraceTree(trace_id=tid, roots=_build_forest(spans), spans=spans)
+
+
+def trace_ids(db_path: str | Path) -> list[str]:
+    """Every stored trace id, by first span start."""
+    with connect(db_path) as conn:
+        rows = conn.execute(
+            "SELECT trace_id FROM spans GROUP BY trace_id ORDER BY MIN(start_ns)"
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def metric_points(db_path: str | Path, name: str) -> list[MetricPoint]:
+    """Every stored data point of metric ``name``, in time order."""
+    with connect(db_path) as conn:
+        rows = conn.execute(
+            "SELECT * FROM metrics WHERE name = ? ORDER BY time_ns, id", (name,)
+        ).fetchall()
+    return [
+        MetricPoint(
+            name=r["name"],
+            description=r["description"],
+            unit=r["unit"],
+            type=r["type"],
+            time_ns=r["time_ns"],
+            start_time_ns=r["start_time_ns"],
+            attributes=_json(r["attributes"]),
+            value=r["value"],
+            histogram=_json(r["histogram"]),
+            exemplars=_json(r["exemplars"]),
+            temporality=r["temporality"],
+            is_monotonic=None if r["is_monotonic"] is None else bool(r["is_monotonic"]),
+            resource=_json(r["resource"]),
+            scope_name=r["scope_name"],
+            service_name=r["service_name"],
+        )
+        for r in rows
+    ]
+
+
+def log_records(db_path: str | Path, trace_id: str | None = None) -> list[LogRecord]:
+    """Stored log records (optionally only those of one trace), in time order."""
+    sql = "SELECT * FROM logs"
+    params: tuple[str, ...] = ()
+    if trace_id is not None:
+        sql += " WHERE trace_id = ?"
+        params = (normalize_trace_id(trace_id),)
+    sql += " ORDER BY CASE WHEN time_ns > 0 THEN time_ns ELSE observed_time_ns END, id"
+    with connect(db_path) as conn:
+        rows = conn.execute(sql, params).fetchall()
+    return [
+        LogRecord(
+            time_ns=r["time_ns"],
+            observed_time_ns=r["observed_time_ns"],
+            severity_number=r["severity_number"],
+            severity_text=r["severity_text"],
+            body=_json(r["body"]),
+            event_name=r["event_name"],
+            attributes=_json(r["attributes"]),
+            trace_id=r["trace_id"],
+            span_id=r["span_id"],
+            flags=r["flags"],
+            resource=_json(r["resource"]),
+            scope_name=r["scope_name"],
+            service_name=r["service_name"],
+        )
+        for r in rows
+    ]
+
+
+__all__ = [
+    "PENDING_ATTRIBUTE",
+    "LogRecord",
+    "MetricPoint",
+    "NotAReceiverDatabase",
+    "RunRow",
+    "SpanEvent",
+    "SpanNode",
+    "SpanRow",
+    "TraceNotFoundError",
+    "TraceTree",
+    "get_trace",
+    "list_runs",
+    "log_records",
+    "metric_points",
+    "normalize_trace_id",
+    "trace_ids",
+]

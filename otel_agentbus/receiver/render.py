@@ -1,0 +1,98 @@
+"""Plain-text rendering of runs and traces for the terminal."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, Final
+
+from .names import PENDING_ATTRIBUTE
+from .queries import RunRow, SpanRow, TraceTree
+
+KEY_ATTRIBUTE_PREFIXES: Final = ("gen_ai.", "agentbus.", "error.", "exception.")
+"""Attributes shown by default under each span; the rest appear with ``--all-attributes``."""
+_MAX_VALUE: Final = 80
+
+
+def _value(value: Any) -> str:
+    text = value if isinstance(value, str) and value and " " not in value else None
+    if text is None:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return text if len(text) <= _MAX_VALUE else text[: _MAX_VALUE - 3] + "..."
+
+
+def format_attributes(attributes: dict[str, Any], *, only_key: bool = False) -> str:
+    """``k=v k=v`` on one line, values truncated."""
+    items = [
+        f"{k}={_value(v)}"
+        for k, v in attributes.items()
+        if k != PENDING_ATTRIBUTE and (not only_key or k.startswith(KEY_ATTRIBUTE_PREFIXES))
+    ]
+    return " ".join(items)
+
+
+def format_duration_s(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.1f}ms"
+    return f"{seconds:.2f}s"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
+    lines = [
+        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in (header, *rows)
+    ]
+    return "\n".join(lines)
+
+
+def format_runs(runs: Sequence[RunRow]) -> str:
+    """The ``otel-agentbus runs`` table."""
+    if not runs:
+        return "no runs"
+    header = ("RUN ID", "AGENT", "STATUS", "START (UTC)", "DURATION", "SPANS", "TRACE ID")
+    rows = [
+        (
+            run.run_id,
+            run.agent or "-",
+            run.status,
+            run.start.strftime("%Y-%m-%d %H:%M:%S"),
+            format_duration_s(run.duration_s),
+            str(run.span_count),
+            run.trace_id,
+        )
+        for run in runs
+    ]
+    return _table(header, rows)
+
+
+def _span_line(span: SpanRow) -> str:
+    duration = "in progress" if span.pending else f"{span.duration_ms or 0.0:.2f} ms"
+    status = span.status_code
+    if span.status_message:
+        status += f": {span.status_message}"
+    kind = f"  [{span.kind}]" if span.kind not in ("INTERNAL", "UNSPECIFIED") else ""
+    return f"{span.name}  {duration}  {status}{kind}"
+
+
+def format_trace(tree: TraceTree, *, all_attributes: bool = False) -> str:
+    """An indented span tree with durations, status, key attributes and span events."""
+    services = sorted({s.service_name for s in tree.spans if s.service_name})
+    head = f"trace {tree.trace_id}  ({len(tree.spans)} spans"
+    head += f", service {', '.join(services)})" if services else ")"
+    lines = [head]
+    for depth, node in tree.walk():
+        span = node.span
+        indent = "  " * depth
+        lines.append(indent + _span_line(span))
+        attrs = format_attributes(span.attributes, only_key=not all_attributes)
+        if attrs:
+            lines.append(f"{indent}    {attrs}")
+        for event in span.events:
+            offset = (event.time_ns - span.start_ns) / 1e6
+            text = f"{indent}    * {event.name} +{offset:.2f} ms"
+            event_attrs = format_attributes(event.attributes)
+            lines.append(f"{text}  {event_attrs}" if event_attrs else text)
+    return "\n".join(lines)

@@ -1,0 +1,171 @@
+"""SQLite storage for received telemetry.
+
+One connection, one writer lock and one transaction per export request, so a
+request is either stored whole or not at all. WAL mode lets the CLI and tests
+read while the receiver writes. The file is created owner-only (0600) because
+prompts and tool arguments often end up in span attributes.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+from .convert import LogRecordRow, MetricPointRecord, SpanRecord
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS spans (
+    trace_id        TEXT NOT NULL,
+    span_id         TEXT NOT NULL,
+    parent_span_id  TEXT,
+    name            TEXT NOT NULL,
+    kind            TEXT NOT NULL,
+    start_ns        INTEGER NOT NULL,
+    end_ns          INTEGER NOT NULL,
+    status_code     TEXT NOT NULL,
+    status_message  TEXT NOT NULL,
+    attributes      TEXT NOT NULL,
+    events          TEXT NOT NULL,
+    links           TEXT NOT NULL,
+    resource        TEXT NOT NULL,
+    scope_name      TEXT NOT NULL,
+    scope_version   TEXT NOT NULL,
+    service_name    TEXT,
+    trace_state     TEXT NOT NULL,
+    pending         INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (trace_id, span_id)
+);
+CREATE INDEX IF NOT EXISTS spans_start ON spans (start_ns);
+CREATE TABLE IF NOT EXISTS metrics (
+    id              INTEGER PRIMARY KEY,
+    name            TEXT NOT NULL,
+    description     TEXT NOT NULL,
+    unit            TEXT NOT NULL,
+    type            TEXT NOT NULL,
+    time_ns         INTEGER NOT NULL,
+    start_time_ns   INTEGER NOT NULL,
+    attributes      TEXT NOT NULL,
+    value,
+    histogram       TEXT,
+    exemplars       TEXT NOT NULL,
+    temporality     TEXT,
+    is_monotonic    INTEGER,
+    resource        TEXT NOT NULL,
+    scope_name      TEXT NOT NULL,
+    service_name    TEXT
+);
+CREATE INDEX IF NOT EXISTS metrics_name ON metrics (name, time_ns);
+CREATE TABLE IF NOT EXISTS logs (
+    id               INTEGER PRIMARY KEY,
+    time_ns          INTEGER NOT NULL,
+    observed_time_ns INTEGER NOT NULL,
+    severity_number  INTEGER NOT NULL,
+    severity_text    TEXT NOT NULL,
+    body             TEXT NOT NULL,
+    event_name       TEXT NOT NULL,
+    attributes       TEXT NOT NULL,
+    trace_id         TEXT,
+    span_id          TEXT,
+    flags            INTEGER NOT NULL,
+    resource         TEXT NOT NULL,
+    scope_name       TEXT NOT NULL,
+    service_name     TEXT
+);
+CREATE INDEX IF NOT EXISTS logs_trace ON logs (trace_id);
+"""
+
+
+def _insert_sql(table: str, columns: Sequence[str]) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
+
+
+_SPAN_COLUMNS = SpanRecord._fields
+# A later record replaces an earlier one with the same ids, except that a
+# "pending" placeholder never overwrites the finished span (exporters may
+# deliver them out of order).
+_UPSERT_SPAN = (
+    _insert_sql("spans", _SPAN_COLUMNS)
+    + " ON CONFLICT (trace_id, span_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _SPAN_COLUMNS if c not in ("trace_id", "span_id"))
+    + " WHERE excluded.pending = 0 OR spans.pending = 1"
+)
+_INSERT_METRIC = _insert_sql("metrics", MetricPointRecord._fields)
+_INSERT_LOG = _insert_sql("logs", LogRecordRow._fields)
+
+
+def create_private_file(path: Path) -> None:
+    """Create ``path`` with mode 0600 unless it exists (SQLite copies it to -wal/-shm)."""
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)
+
+
+class Store:
+    """Thread-safe writer for the receiver database."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path).absolute()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        create_private_file(self.path)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(
+            self.path, check_same_thread=False, isolation_level=None, timeout=30.0
+        )
+        try:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.executescript(_SCHEMA)
+            self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except BaseException:
+            self._conn.close()
+            raise
+        self._closed = False
+
+    def write(
+        self,
+        spans: Sequence[SpanRecord] = (),
+        metrics: Sequence[MetricPointRecord] = (),
+        logs: Sequence[LogRecordRow] = (),
+    ) -> None:
+        """Store all rows of one request in a single transaction."""
+        if not (spans or metrics or logs):
+            return
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"store {self.path} is closed")
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if spans:
+                    conn.executemany(_UPSERT_SPAN, spans)
+                if metrics:
+                    conn.executemany(_INSERT_METRIC, metrics)
+                if logs:
+                    conn.executemany(_INSERT_LOG, logs)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close the connection; SQLite checkpoints the WAL on the last close."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

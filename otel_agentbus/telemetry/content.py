@@ -1,0 +1,178 @@
+"""What of an event may leave the process, and in what shape.
+
+Prompts, completions, tool arguments and results stay in-process unless the user opts in
+with ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` (the Python GenAI
+instrumentations' switch). Everything exported is converted to OpenTelemetry attribute
+types and truncated: the mirror builds spans itself, so the SDK's limits are applied here.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from opentelemetry.util.types import AttributeValue
+
+CAPTURE_ENV: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+LENGTH_ENV: Final = "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT"
+COUNT_ENV: Final = "OTEL_ATTRIBUTE_COUNT_LIMIT"
+EVENTS_ENV: Final = "OTEL_SPAN_EVENT_COUNT_LIMIT"
+
+DEFAULT_MAX_LENGTH: Final = 8192
+"""The SDK has no default length limit; huge payloads then fail export (HTTP 413) or freeze
+UIs, so the project sets one. ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`` overrides it."""
+DEFAULT_MAX_ATTRIBUTES: Final = 128
+DEFAULT_MAX_EVENTS_PER_SPAN: Final = 128
+TRUNCATION_MARK: Final = "…[truncated]"
+
+CONTENT_KEYS: Final = frozenset({
+    "arguments", "content", "completion", "input", "input_data", "messages", "output",
+    "prompt", "reasoning_content", "response", "result", "snapshot", "system_instructions",
+    "text", "tool_input", "tool_output", "tool_result",
+})
+"""Payload keys that hold conversation content: exported only when capture is on."""
+
+SECRET_KEYS: Final = frozenset({
+    "api_key", "apikey", "authorization", "cookie", "password", "passwd", "secret",
+    "set-cookie", "token", "access_token", "refresh_token", "client_secret",
+    "x-hub-signature", "x-hub-signature-256", "private_key",
+})
+"""Keys whose values never leave the process, capture or not."""
+REDACTED: Final = "[redacted]"
+
+
+class CaptureMode(enum.StrEnum):
+    NO_CONTENT = "NO_CONTENT"
+    SPAN_ONLY = "SPAN_ONLY"
+    EVENT_ONLY = "EVENT_ONLY"
+    SPAN_AND_EVENT = "SPAN_AND_EVENT"
+
+
+Redactor = Callable[[str, Any], Any]
+"""``redact(key, value) -> value``: called on every content value before export."""
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not an integer") from None
+    if value < 0:
+        raise ValueError(f"{name}={raw!r} must be >= 0")
+    return value
+
+
+def capture_mode_from_env() -> CaptureMode:
+    raw = os.environ.get(CAPTURE_ENV, "").strip()
+    if not raw:
+        return CaptureMode.NO_CONTENT
+    upper = raw.upper()
+    if upper in ("TRUE", "1"):
+        return CaptureMode.SPAN_AND_EVENT
+    if upper in ("FALSE", "0"):
+        return CaptureMode.NO_CONTENT
+    try:
+        return CaptureMode(upper)
+    except ValueError:
+        raise ValueError(
+            f"{CAPTURE_ENV}={raw!r}: expected one of {[m.value for m in CaptureMode]}"
+        ) from None
+
+
+def is_secret_key(key: str) -> bool:
+    lowered = key.lower()
+    return lowered in SECRET_KEYS or lowered.endswith(("_token", "_secret", "_password"))
+
+
+@dataclass(frozen=True, slots=True)
+class ContentPolicy:
+    """Limits and content rules applied to every exported attribute."""
+
+    capture: CaptureMode = CaptureMode.NO_CONTENT
+    max_length: int = DEFAULT_MAX_LENGTH
+    max_attributes: int = DEFAULT_MAX_ATTRIBUTES
+    max_events_per_span: int = DEFAULT_MAX_EVENTS_PER_SPAN
+    redact: Redactor | None = None
+    content_keys: frozenset[str] = field(default=CONTENT_KEYS)
+
+    @classmethod
+    def from_env(cls, redact: Redactor | None = None) -> ContentPolicy:
+        return cls(
+            capture=capture_mode_from_env(),
+            max_length=_env_int(LENGTH_ENV, DEFAULT_MAX_LENGTH) or DEFAULT_MAX_LENGTH,
+            max_attributes=_env_int(COUNT_ENV, DEFAULT_MAX_ATTRIBUTES),
+            max_events_per_span=max(1, _env_int(EVENTS_ENV, DEFAULT_MAX_EVENTS_PER_SPAN)),
+            redact=redact,
+        )
+
+    @property
+    def content_on_spans(self) -> bool:
+        return self.capture in (CaptureMode.SPAN_ONLY, CaptureMode.SPAN_AND_EVENT)
+
+    def content_value(self, key: str, value: Any) -> AttributeValue | None:
+        """The exportable form of a content value, or None when capture is off."""
+        if not self.content_on_spans:
+            return None
+        if self.redact is not None:
+            value = self.redact(key, value)
+            if value is None:
+                return None
+        return self.value(value)
+
+    def value(self, value: Any) -> AttributeValue:
+        """Any JSON value as an attribute value: scalars as they are, the rest as JSON."""
+        kind = type(value)
+        if kind is str:
+            return self.text(value)
+        if kind is bool or kind is int or kind is float:
+            return value  # type: ignore[no-any-return]
+        if kind is tuple or kind is list:
+            if value and all(type(item) is str for item in value):
+                return [self.text(item) for item in value]
+            if value and all(type(item) in (int, float) for item in value) and not any(
+                type(item) is bool for item in value
+            ):
+                return list(value)
+        return self.text(json.dumps(_plain(value), ensure_ascii=False, default=str))
+
+    def text(self, value: str) -> str:
+        limit = self.max_length
+        if len(value) <= limit:
+            return value
+        return value[: max(0, limit - len(TRUNCATION_MARK))] + TRUNCATION_MARK
+
+    def payload_attributes(
+        self, payload: Mapping[str, Any], prefix: str, skip: frozenset[str] = frozenset()
+    ) -> dict[str, AttributeValue]:
+        """A payload as span-event attributes: content only when captured, secrets never."""
+        out: dict[str, AttributeValue] = {}
+        for key, item in payload.items():
+            if key in skip or item is None:
+                continue
+            if is_secret_key(key):
+                out[prefix + key] = REDACTED
+                continue
+            if key in self.content_keys:
+                captured = self.content_value(key, item)
+                if captured is not None:
+                    out[prefix + key] = captured
+                continue
+            out[prefix + key] = self.value(item)
+            if len(out) >= self.max_attributes:
+                break
+        return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
