@@ -158,6 +158,8 @@ class EventBus:
         node_id: str | None = None,
         agent: str | None = None,
         session_id: str | None = None,
+        turn_id: str | None = None,
+        graph_id: str | None = None,
         predicate: Predicate | None = None,
         filter: EventFilter | None = None,
         name: str | None = None,
@@ -187,7 +189,7 @@ class EventBus:
         built = make_filter(
             kinds=kinds, kind_prefix=kind_prefix, source=source, source_names=source_names,
             run_id=run_id, stream_id=stream_id, node_id=node_id, agent=agent,
-            session_id=session_id, predicate=predicate,
+            session_id=session_id, turn_id=turn_id, graph_id=graph_id, predicate=predicate,
         )
         if filter is not None:
             if not isinstance(filter, EventFilter):
@@ -211,6 +213,10 @@ class EventBus:
             error_policy = ErrorPolicy(error_policy)
         except ValueError as error:
             raise InvalidSubscriptionError(str(error)) from None
+        if once and concurrency is not Concurrency.SEQUENTIAL:
+            raise InvalidSubscriptionError(
+                "once=True needs sequential delivery: concurrent handlers could each take one"
+            )
         if handler is None and concurrency is not Concurrency.SEQUENTIAL:
             raise InvalidSubscriptionError("an iterator subscription is always sequential")
         sub_id = next(self._sub_ids)
@@ -422,6 +428,8 @@ class EventBus:
         if kinds is not None:
             kind_set = make_filter(kinds=kinds).kinds
         found: list[Event] = []
+        if limit is not None and limit <= 0:
+            return found
         for event in reversed(self._history):
             if kind_set is not None and event.kind not in kind_set:
                 continue
@@ -484,7 +492,12 @@ class EventBus:
             return
         _, pending = await asyncio.wait(waits, timeout=timeout)
         for sub in subs:
-            if not sub._done.done() and sub._worker is not None:
+            if sub._done.done():
+                continue
+            if sub._worker is None:
+                # An iterator nobody read to the end: end it, counting its queue as dropped.
+                sub._finish()
+            else:
                 logger.warning("subscriber %r did not drain within %ss; cancelling",
                                sub.name, timeout)
                 sub._worker.cancel()

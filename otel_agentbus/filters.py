@@ -81,6 +81,18 @@ class EventFilter:
 MATCH_ALL: Final = EventFilter()
 
 
+def _names(value: object, argument: str) -> tuple[object, ...]:
+    """A str or an iterable of names as a tuple; InvalidFilterError for anything else."""
+    if isinstance(value, str):
+        return (value,)
+    try:
+        return tuple(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise InvalidFilterError(
+            f"{argument} must be a str or an iterable of str, got {value!r}"
+        ) from None
+
+
 def make_filter(
     *,
     kinds: str | Iterable[str] | None = None,
@@ -99,7 +111,7 @@ def make_filter(
     """Build and check a filter; every argument left ``None`` matches anything."""
     kind_set: frozenset[str] | None = None
     if kinds is not None:
-        names = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+        names = _names(kinds, "kinds")
         if not names:
             raise InvalidFilterError("kinds is empty: it would match nothing; pass None for all")
         try:
@@ -108,16 +120,21 @@ def make_filter(
             raise InvalidFilterError(str(error)) from None
     prefixes: tuple[str, ...] = ()
     if kind_prefix is not None:
-        prefixes = (kind_prefix,) if isinstance(kind_prefix, str) else tuple(kind_prefix)
+        prefixes = _names(kind_prefix, "kind_prefix")  # type: ignore[assignment]
         if not prefixes or any(not isinstance(p, str) or not p for p in prefixes):
             raise InvalidFilterError(f"kind_prefix must be non-empty strings, got {kind_prefix!r}")
     if source is not None and not isinstance(source, str):
         raise InvalidFilterError(f"source must be a component name (str), got {source!r}")
     name_set: frozenset[str] | None = None
     if source_names is not None:
-        name_set = frozenset((source_names,) if isinstance(source_names, str) else source_names)
-        if not all(isinstance(n, str) for n in name_set):
+        names = _names(source_names, "source_names")
+        if not names:
+            raise InvalidFilterError(
+                "source_names is empty: it would match nothing; pass None for all"
+            )
+        if not all(isinstance(n, str) for n in names):
             raise InvalidFilterError(f"source_names must be strings, got {source_names!r}")
+        name_set = frozenset(names)  # type: ignore[arg-type]
     values = {
         "run_id": run_id, "stream_id": stream_id, "node_id": node_id, "agent": agent,
         "session_id": session_id, "turn_id": turn_id, "graph_id": graph_id,

@@ -106,7 +106,9 @@ METRIC_BUS_PUBLISHED: Final = "agentbus.bus.published"
 METRIC_BUS_DROPPED: Final = "agentbus.bus.dropped"
 METRIC_BUS_FAILED: Final = "agentbus.bus.failed"
 METRIC_QUEUE_DEPTH: Final = "agentbus.subscriber.queue_depth"
-METRIC_EXPORT_DROPPED: Final = "agentbus.export.dropped"
+METRIC_EXPORT_SPANS: Final = "agentbus.export.spans"
+"""Spans by ``outcome``: exported, failed (the backend refused or was unreachable)."""
+METRIC_MEASUREMENTS_DROPPED: Final = "agentbus.metrics.dropped"
 
 DURATION_BUCKETS: Final = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12,
                            10.24, 20.48, 40.96, 81.92)

@@ -169,13 +169,15 @@ class Subscription:
             Concurrency.KEYED: self._keyed_worker,
         }[self._concurrency]
         self._worker = self._bus._loop.create_task(
-            self._guarded(worker()), name=f"otel-agentbus:{self.name}"
+            self._guarded(worker), name=f"otel-agentbus:{self.name}"
         )
+        # A worker cancelled before its first step never runs _guarded's finally.
+        self._worker.add_done_callback(lambda _task: self._finish())
 
-    async def _guarded(self, body: Awaitable[None]) -> None:
+    async def _guarded(self, body: Callable[[], Awaitable[None]]) -> None:
         _IN_HANDLER.set(True)
         try:
-            await body
+            await body()
         except asyncio.CancelledError:
             pass
         finally:
@@ -311,11 +313,13 @@ class Subscription:
         if not queue[0]._must_deliver:
             queue.popleft()
             self.dropped += 1
+            self._bus._dropped += 1
             return True
         for index in range(1, min(len(queue), EVICTION_SCAN)):
             if not queue[index]._must_deliver:
                 del queue[index]
                 self.dropped += 1
+                self._bus._dropped += 1
                 return True
         return False
 
@@ -327,13 +331,18 @@ class Subscription:
         ):
             waiter = loop.create_future()
             self._space_waiters.append(waiter)
+            woken = False
             try:
                 await waiter
+                woken = True
             finally:
                 if self._space_waiters and self._space_waiters[0] is waiter:
                     self._space_waiters.popleft()
                 elif waiter in self._space_waiters:
                     self._space_waiters.remove(waiter)
+                if not woken:
+                    # Cancelled: pass on a wake-up this waiter may have been given.
+                    self._release_space()
             if len(self._queue) < self._buffer:
                 break
         if self._closing:
@@ -421,7 +430,8 @@ class Subscription:
         inline = self._timeout is None and inspect.iscoroutinefunction(handler)
         space_waiters = self._space_waiters
         once = self._once
-        # close(drain=False) cancels this task, so the loop needs no closing check.
+        # close(drain=False) cancels this task, but the cancellation only lands when a
+        # handler suspends: a close from inside the loop (once, RAISE) must return itself.
         while await self._idle():
             while queue:
                 event = queue.popleft()
@@ -435,15 +445,22 @@ class Subscription:
                         if task is not None and task.cancelling():
                             raise
                         self._fail(event, asyncio.CancelledError("handler cancelled itself"))
+                        if self._closing and not self._drain_on_close:
+                            return
                         continue
                     except Exception as error:
                         self._fail(event, error)
+                        if self._closing and not self._drain_on_close:
+                            return
                         continue
                     self.handled += 1
                     if once:
                         self.close()
+                        return
                 else:
                     await self._invoke(event)
+                    if self._closing and not self._drain_on_close:
+                        return
 
     async def _concurrent_worker(self) -> None:
         queue = self._queue
@@ -491,6 +508,9 @@ class Subscription:
                     if self._closing and not self._drain_on_close:
                         return
             finally:
+                if items:  # closed without draining: these left the queue unhandled
+                    self.dropped += len(items)
+                    self._bus._dropped += len(items)
                 del pending[key]
                 slot_free.set()
 

@@ -28,3 +28,18 @@ def test_readme_example_runs(index: int, tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert done.returncode == 0, f"README block {index} failed:\n{BLOCKS[index]}\n{done.stderr}"
+
+
+def test_every_emitted_name_is_documented() -> None:
+    """semconv.py is the one table of names; the README's table must list each of them."""
+    from otel_agentbus import semconv
+
+    readme = (ROOT / "README.md").read_text()
+    names = [
+        value for key, value in vars(semconv).items()
+        if key.isupper() and isinstance(value, str) and ("." in value)
+        and (value.startswith(("gen_ai.", "agentbus.", "error.")))
+    ]
+    assert len(names) > 40
+    missing = [name for name in names if f"`{name}`" not in readme and name not in readme]
+    assert not missing, f"names emitted but not documented in README: {missing}"

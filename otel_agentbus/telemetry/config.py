@@ -175,14 +175,26 @@ class Telemetry:
         return bus
 
     def export_stats(self) -> dict[str, int]:
+        """What the mirror produced and what became of it.
+
+        ``spans_unaccounted`` is spans handed to the span processor that were neither
+        exported nor failed yet: in its queue, or (after ``shutdown()``) evicted by a full
+        queue. The SDK's processor logs such evictions but does not count them.
+        """
         exporter = self.exporter
+        exported = exporter.exported if exporter else 0
+        failed = exporter.failed if exporter else 0
         return {
             "spans_started": self.mirror.spans_started,
             "spans_ended": self.mirror.spans_ended,
             "spans_force_ended": self.mirror.spans_force_ended,
+            "spans_emitted": self.mirror.spans_emitted,
             "span_events": self.mirror.events_recorded,
-            "spans_exported": exporter.exported if exporter else 0,
-            "spans_export_failed": exporter.failed if exporter else 0,
+            "spans_exported": exported,
+            "spans_export_failed": failed,
+            "spans_unaccounted": (max(0, self.mirror.spans_emitted - exported - failed)
+                                  if exporter else 0),
+            "measurements_dropped": self._metrics.dropped if self._metrics else 0,
         }
 
     def _bounded(self, what: str, work: Any, timeout: float) -> bool:
@@ -200,6 +212,8 @@ class Telemetry:
         limit = self.shutdown_timeout if timeout is None else timeout
 
         def flush() -> None:
+            if self._metrics is not None:
+                self._metrics.drain()
             self.tracer_provider.force_flush(int(limit * 1000))
             if self.meter_provider is not None:
                 self.meter_provider.force_flush(int(limit * 1000))
@@ -219,6 +233,8 @@ class Telemetry:
             return self.force_flush(limit)
 
         def stop() -> None:
+            if self._metrics is not None:
+                self._metrics.drain()
             self.tracer_provider.shutdown()
             if self.meter_provider is not None:
                 self.meter_provider.shutdown(timeout_millis=limit * 1000)
@@ -318,6 +334,9 @@ def configure(
         provider = meter_provider or metrics.get_meter_provider()
         mirror_metrics = MirrorMetrics(
             provider.get_meter(sc.INSTRUMENTATION_SCOPE, sc.SCHEMA_VERSION))
+    if mirror_metrics is not None and counting is not None:
+        exporter_counts = counting
+        mirror_metrics.observe_export(lambda: (exporter_counts.exported, exporter_counts.failed))
     mirror = TelemetryMirror(
         _span_processor_of(tracer_provider),
         resource=tracer_provider.resource,

@@ -26,7 +26,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 from opentelemetry.util.types import AttributeValue
 
 from .. import semconv as sc
-from ..events import Correlation, Event
+from ..events import EMPTY_CORRELATION, Correlation, Event
 from .content import ContentPolicy
 from .metrics import MirrorMetrics
 
@@ -45,6 +45,7 @@ class OpenSpan:
         "attributes",
         "chunks",
         "context",
+        "correlation",
         "event_count",
         "events",
         "first_chunk_ns",
@@ -71,6 +72,10 @@ class OpenSpan:
         self.event_count = 0
         self.trace_hex = format(context.trace_id, "032x")
         self.span_hex = format(context.span_id, "016x")
+        # Built once: every event stamped with this span shares it.
+        self.correlation = Correlation(
+            self.trace_hex, self.span_hex,
+            format(parent.span_id, "016x") if parent is not None else None)
         self.chunks = 0
         self.reasoning_chunks = 0
         self.first_chunk_ns = 0
@@ -140,6 +145,8 @@ class TelemetryMirror:
         self.spans_started = 0
         self.spans_ended = 0
         self.spans_force_ended = 0
+        self.spans_emitted = 0
+        """Finished span records handed to the span processor (pending records included)."""
         self.events_recorded = 0
         self.events_unattached = 0
         self._dispatch: dict[str, Callable[[Event], None]] = {
@@ -193,13 +200,12 @@ class TelemetryMirror:
 
     # ---------------------------------------------------------------- helpers
     def _stamp(self, event: Event, span: OpenSpan) -> None:
-        parent = span.parent
         old = event.correlation
-        event._stamp_correlation(Correlation(
-            span.trace_hex, span.span_hex,
-            format(parent.span_id, "016x") if parent is not None else None,
-            old.correlation_id, old.request_id,
-        ), span.context)
+        if old is EMPTY_CORRELATION or not (old.correlation_id or old.request_id):
+            event._stamp_correlation(span.correlation, span.context)
+        else:
+            event._stamp_correlation(span.correlation._replace(
+                correlation_id=old.correlation_id, request_id=old.request_id), span.context)
 
     def _stamp_from_context(self, event: Event) -> None:
         context = trace.get_current_span().get_span_context()
@@ -241,6 +247,7 @@ class TelemetryMirror:
                     (span.first_chunk_ns - span.start_ns) / 1e6, 3)
         if span.reasoning_chunks:
             attributes[sc.LLM_REASONING_CHUNKS] = span.reasoning_chunks
+        self.spans_emitted += 1
         self._processor.on_end(ReadableSpan(
             span.name, span.context, span.parent, self._resource, attributes,
             tuple(span.events), (), span.kind, None, status, span.start_ns,
@@ -331,6 +338,7 @@ class TelemetryMirror:
         """A zero-length child record exported at once, so a backend shows the run as
         in progress long before the run span itself ends (Logfire's "pending span")."""
         context = SpanContext(root.context.trace_id, _getrandbits(64), False, _SAMPLED)
+        self.spans_emitted += 1
         self._processor.on_end(ReadableSpan(
             root.name, context, root.context, self._resource,
             {**root.attributes, sc.SPAN_PENDING: True}, (), (), SpanKind.INTERNAL, None, _OK,

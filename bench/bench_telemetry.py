@@ -1,0 +1,141 @@
+"""Cost of one mirrored tool call on the publisher's thread, against the bare OpenTelemetry SDK.
+
+Ours: build and publish ``agent.tool.call.started`` and ``agent.tool.call.completed`` on a
+bus with the mirror attached (inside an open run), which yields one ``execute_tool`` span.
+SDK: ``tracer.start_span`` with the same attributes, then ``end()``. Both sides hand their
+spans to a BatchSpanProcessor with a no-op exporter, in the same process; rounds alternate;
+medians are reported. ``mirror_vs_sdk_span`` is ours over the SDK, time per call (lower is
+better; the target is <= 1.0).
+
+    python bench/bench_telemetry.py [--quick] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+from otel_agentbus import Event, EventBus, Scope, configure
+
+
+class NullExporter(SpanExporter):
+    """Counts spans and drops them: measures our side, not a network."""
+
+    def __init__(self) -> None:
+        self.spans = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.spans += len(spans)
+        return SpanExportResult.SUCCESS
+
+
+ATTRIBUTES = {
+    "gen_ai.operation.name": "execute_tool",
+    "gen_ai.tool.name": "search",
+    "gen_ai.tool.type": "function",
+    "gen_ai.tool.call.id": "call-1",
+    "agentbus.run.id": "run-1",
+    "gen_ai.conversation.id": "conv-1",
+}
+
+
+def sdk_round(calls: int) -> float:
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(NullExporter(), max_queue_size=1 << 20))
+    tracer = provider.get_tracer("bench")
+    start = time.perf_counter()
+    for _ in range(calls):
+        span = tracer.start_span("execute_tool search", attributes=ATTRIBUTES)
+        span.end()
+    elapsed = time.perf_counter() - start
+    provider.shutdown()
+    return elapsed / calls * 1e6
+
+
+async def ours_round(calls: int, metrics: bool) -> float:
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(NullExporter(), max_queue_size=1 << 20))
+    meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()]) if metrics else None
+    telemetry = configure(tracer_provider=provider, meter_provider=meter_provider,
+                          metrics_enabled=metrics, pending_spans=False)
+    bus = telemetry.attach(EventBus(history_size=0))
+    scope = Scope(run_id="run-1", agent="bench", session_id="conv-1")
+    await bus.publish(Event("agent.run.started", scope=scope))
+    publish = bus.publish
+    start = time.perf_counter()
+    for _ in range(calls):
+        await publish(Event("agent.tool.call.started",
+                            {"tool_call_id": "call-1", "tool_name": "search"}, scope=scope))
+        await publish(Event("agent.tool.call.completed",
+                            {"tool_call_id": "call-1", "tool_name": "search",
+                             "is_error": False}, scope=scope))
+    elapsed = time.perf_counter() - start
+    await bus.publish(Event("agent.run.completed", scope=scope))
+    telemetry.shutdown()
+    provider.shutdown()
+    if meter_provider is not None:
+        meter_provider.shutdown()
+    return elapsed / calls * 1e6
+
+
+async def measure(quick: bool) -> dict[str, Any]:
+    rounds = 3 if quick else 7
+    calls = 2_000 if quick else 20_000
+    sdk_round(calls // 4)  # warm-up
+    await ours_round(calls // 4, True)
+    sdk: list[float] = []
+    ours: list[float] = []
+    ours_no_metrics: list[float] = []
+    for _ in range(rounds):
+        sdk.append(sdk_round(calls))
+        ours.append(await ours_round(calls, True))
+        ours_no_metrics.append(await ours_round(calls, False))
+    sdk_us = statistics.median(sdk)
+    ours_us = statistics.median(ours)
+    bare_us = statistics.median(ours_no_metrics)
+    return {
+        "rounds": rounds,
+        "calls_per_round": calls,
+        "sdk_span_us": round(sdk_us, 2),
+        "mirror_tool_call_us": round(ours_us, 2),
+        "mirror_tool_call_no_metrics_us": round(bare_us, 2),
+        "mirror_vs_sdk_span": round(ours_us / sdk_us, 2),
+        "mirror_no_metrics_vs_sdk_span": round(bare_us / sdk_us, 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="mirrored tool call vs bare SDK span")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    figures = asyncio.run(measure(args.quick))
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return 0
+    print(f"{'per tool call, publisher thread':<52}{'µs':>8}")
+    print(f"{'bare SDK span (start_span + end)':<52}{figures['sdk_span_us']:>8}")
+    print(f"{'otel-agentbus: 2 events + mirrored span + metrics':<52}"
+          f"{figures['mirror_tool_call_us']:>8}")
+    print(f"{'otel-agentbus: 2 events + mirrored span':<52}"
+          f"{figures['mirror_tool_call_no_metrics_us']:>8}")
+    print(f"mirror_vs_sdk_span = {figures['mirror_vs_sdk_span']} "
+          f"(without metrics {figures['mirror_no_metrics_vs_sdk_span']}); medians of "
+          f"{figures['rounds']} rounds, Python {sys.version.split()[0]}, {os.cpu_count()} cores")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
