@@ -232,12 +232,81 @@ def _cmd_trace(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- demo -----------------------------------------------------------------------
+
+DEMO_RUNS = 6
+DEMO_SEED = 42
+
+
+def _add_demo_parser(subparsers: _Subparsers) -> None:
+    p = subparsers.add_parser(
+        "demo",
+        help="run a few simulated agents through the bus and export their traces over OTLP",
+        description="Run a deterministic multi-agent workload (LLM calls, tool calls, "
+        "decisions, a failed and a cancelled run) through an EventBus with the telemetry "
+        "mirror on. Without --otlp-endpoint, an embedded OTLP receiver is started on a free "
+        "loopback port and the stored runs and one span tree are printed. Progress goes to "
+        "stderr.",
+    )
+    p.add_argument(
+        "--runs", type=_positive_int, default=DEMO_RUNS, metavar="N",
+        help=f"agent runs, executed concurrently (default: {DEMO_RUNS}; with 3 or more, one "
+        "fails and one is cancelled)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=DEMO_SEED, metavar="N",
+        help=f"the same seed gives the same runs (default: {DEMO_SEED})",
+    )
+    target = p.add_mutually_exclusive_group()
+    target.add_argument(
+        "--otlp-endpoint", default=None, metavar="URL",
+        help="export to this OTLP endpoint (collector, Jaeger, ...) instead of the embedded "
+        "receiver; gRPC unless OTEL_EXPORTER_OTLP_PROTOCOL says http/protobuf",
+    )
+    target.add_argument(
+        "--db", default=None, metavar="PATH",
+        help="the embedded receiver's database (default: a new temporary file, kept)",
+    )
+    p.add_argument("--json", action="store_true", help="print only a JSON summary on stdout")
+    p.set_defaults(handler=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import Progress, format_report, run_demo
+
+    try:
+        report = run_demo(
+            args.runs, args.seed, endpoint=args.otlp_endpoint, db=args.db,
+            progress=Progress(args.runs),
+        )
+    except (OSError, RuntimeError, ValueError, sqlite3.Error) as exc:
+        _error(f"demo failed: {exc}")
+        return EXIT_FAILURE
+    except KeyboardInterrupt:  # runs, telemetry and receiver were already shut down
+        _error("demo interrupted")
+        return 130
+    try:
+        if args.json:
+            print(json.dumps(report.to_dict(), indent=2), flush=True)
+        else:
+            print(format_report(report), flush=True)
+    except BrokenPipeError:  # `| head`: the reader has enough; keep exit quiet
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    if report.missing:
+        _error(f"the receiver did not store {len(report.missing)} of {len(report.runs)} "
+               f"runs in full: {', '.join(report.missing)}")
+    if report.export_problems:
+        _error(f"{report.export_problems} spans were not exported to {report.endpoint}")
+    return 0 if report.ok else EXIT_FAILURE
+
+
 # ---- entry point ----------------------------------------------------------------
 
 _PARSER_ADDERS: list[Callable[[_Subparsers], None]] = [
     _add_receiver_parser,
     _add_runs_parser,
     _add_trace_parser,
+    _add_demo_parser,
 ]
 
 

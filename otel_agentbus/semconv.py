@@ -75,7 +75,8 @@ SPAN_PENDING: Final = "agentbus.span.pending"
 LLM_CHUNKS: Final = "agentbus.llm.chunks"
 LLM_REASONING_CHUNKS: Final = "agentbus.llm.reasoning_chunks"
 LLM_TIME_TO_FIRST_CHUNK: Final = "agentbus.llm.time_to_first_chunk_ms"
-EVENTS_DROPPED: Final = "agentbus.span.events_dropped"
+EVENTS_BATCH: Final = "agentbus.span.events_batch"
+"""On an ``agentbus.events`` child span: which batch of its parent's events it holds."""
 
 # Span event names.
 EV_DECISION: Final = "agentbus.decision"

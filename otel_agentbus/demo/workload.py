@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -23,6 +23,8 @@ CANCEL_AT_TOOL_CALL: Final = 2
 """In the cancelled run the user presses stop while this (1-based) tool call is running."""
 SLOW_TOOL_SECONDS: Final = 5.0
 """How long the tool the user cancels would take; the cancel always comes first."""
+USER_STOP_AFTER_S: Final = 0.015
+"""How long the user watches that tool call before pressing stop."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +116,7 @@ class RunResult:
     plan: RunPlan
     status: Outcome
     trace_id: str | None
+    root_span_id: str | None
     events: int
     start_ns: int
     end_ns: int
@@ -186,6 +189,7 @@ class AgentRun:
     ids: _Ids = field(default_factory=_Ids)
     events: int = 0
     trace_id: str | None = None
+    root_span_id: str | None = None
     start_ns: int = 0
     end_ns: int = 0
 
@@ -195,7 +199,7 @@ class AgentRun:
     # ---- publishing ----------------------------------------------------------
     async def _emit(
         self, kind: str, payload: dict[str, Any] | None = None, *, node: str | None = None,
-        source: Source | None = None, severity: Severity = "info",
+        source: Source | None = None, severity: Severity = Severity.INFO,
     ) -> Event:
         plan = self.plan
         scope = Scope(run_id=plan.run_id, stream_id=plan.stream_id, node_id=node,
@@ -268,7 +272,7 @@ class AgentRun:
         else:
             payload["result"] = {"items": self.rng.randint(1, 12)}
         await self._emit("agent.tool.call.completed", payload, node=node, source=source,
-                         severity="error" if fail else "info")
+                         severity=Severity.ERROR if fail else Severity.INFO)
         return not fail
 
     # ---- the run ---------------------------------------------------------------
@@ -279,6 +283,7 @@ class AgentRun:
             "input": self.rng.choice(plan.profile.tasks),
         })
         self.trace_id = started.correlation.trace_id
+        self.root_span_id = started.correlation.span_id
         self.start_ns = started.time_ns
         try:
             await self._plan_node()
@@ -288,19 +293,19 @@ class AgentRun:
                 await self._emit("agent.run.failed", {
                     "error": f"{profile.flaky_tool} failed twice: {profile.tool_error}",
                     "error_type": profile.run_error_type,
-                }, severity="error")
+                }, severity=Severity.ERROR)
                 return self._result("failed")
             await self._respond_node()
             await self._emit("agent.run.completed", {"output": "done"})
             return self._result("completed")
         except asyncio.CancelledError:
             await self._emit("agent.run.cancelled", {"reason": "user_cancelled"},
-                             severity="warn")
+                             severity=Severity.WARN)
             raise
 
     def _result(self, status: Outcome) -> RunResult:
-        return RunResult(self.plan, status, self.trace_id, self.events, self.start_ns,
-                         self.end_ns)
+        return RunResult(self.plan, status, self.trace_id, self.root_span_id, self.events,
+                         self.start_ns, self.end_ns)
 
     async def _plan_node(self) -> None:
         node = "plan"
@@ -344,7 +349,7 @@ class AgentRun:
                 await self._emit("agent.problem.reported", {
                     "problem": f"{chosen} failed: {profile.tool_error}",
                     "category": "tool_error", "retrying": not fatal,
-                }, node=node, severity="error" if fatal else "warn")
+                }, node=node, severity=Severity.ERROR if fatal else Severity.WARN)
                 ok = await self._tool_call(node, chosen, fail=fatal)
             await self._emit("agent.decision.outcome", {
                 "decision_id": decision, "success": ok,
@@ -353,7 +358,7 @@ class AgentRun:
             if not ok:
                 await self._emit("agent.node.loop.failed", {
                     "error": f"{chosen} kept failing", "error_type": profile.run_error_type,
-                }, node=node, severity="error")
+                }, node=node, severity=Severity.ERROR)
                 return False
         await self._emit("agent.node.loop.completed", {"iterations": iterations}, node=node)
         return True
@@ -403,12 +408,13 @@ def _result_of(agent: AgentRun, task: asyncio.Task[RunResult]) -> RunResult:
     return task.result()
 
 
-def _canceller(task: asyncio.Task[RunResult]) -> Callable[[Event], None]:
+def _canceller(task: asyncio.Task[RunResult]) -> Callable[[Event], Awaitable[None]]:
     seen = 0
 
-    def on_tool_started(event: Event) -> None:
+    async def on_tool_started(event: Event) -> None:
         nonlocal seen
         seen += 1
         if seen == CANCEL_AT_TOOL_CALL:
+            await asyncio.sleep(USER_STOP_AFTER_S)
             task.cancel("user pressed stop")
     return on_tool_started

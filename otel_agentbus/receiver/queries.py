@@ -375,6 +375,10 @@ def get_trace(db_path: str | Path, trace_id: str) -> TraceTree:
     if not rows:
         raise TraceNotFoundError(tid, Path(db_path).absolute())
     spans = [_span(r) for r in rows]
+    # A pending record told the backend its span was running; once that span is stored
+    # the record only clutters the tree.
+    finished = {s.span_id for s in spans if not s.pending}
+    spans = [s for s in spans if not (s.pending and (s.parent_span_id or "") in finished)]
     return TraceTree(trace_id=tid, roots=_build_forest(spans), spans=spans)
 
 

@@ -299,7 +299,10 @@ def configure(
         if service_name:
             attributes[SERVICE_NAME] = service_name
         resource = Resource.create(attributes)
-        tracer_provider = TracerProvider(resource=resource, sampler=sampler)
+        # Our own atexit hook shuts down within shutdown_timeout; the SDK's would block
+        # on a dead collector, so it is switched off.
+        tracer_provider = TracerProvider(resource=resource, sampler=sampler,
+                                         shutdown_on_exit=False)
         chosen = "custom" if span_exporter is not None else _resolve_exporter(exporter, endpoint)
         if chosen == "otlp":
             span_out, metric_out, log_exporter = _otlp_exporters(
@@ -320,7 +323,8 @@ def configure(
             interval = metric_export_interval_ms
             reader = PeriodicExportingMetricReader(
                 metric_reader_exporter, export_interval_millis=interval)
-            meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
+            meter_provider = MeterProvider(resource=resource, metric_readers=[reader],
+                                           shutdown_on_exit=False)
         if logs and log_exporter is not None:
             logger_provider = _logger_provider(resource, log_exporter)
         if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):

@@ -263,11 +263,13 @@ class TelemetryMirror:
         span.events.append(SpanEvent(name, attributes, event.time_ns))
         span.event_count += 1
         self.events_recorded += 1
-        if len(span.events) >= self._content.max_events_per_span:
+        limit = self._content.max_events_per_span
+        if len(span.events) >= limit:
             batch = span.events
             span.events = []
             holder = self._child("agentbus.events " + span.name, SpanKind.INTERNAL, span,
-                                 batch[0].timestamp, {sc.EVENTS_DROPPED: 0})
+                                 batch[0].timestamp,
+                                 {sc.EVENTS_BATCH: span.event_count // limit})
             holder.events = batch
             self._end(holder, batch[-1].timestamp)
 
