@@ -90,6 +90,69 @@ async def ours_round(calls: int, metrics: bool) -> float:
     return elapsed / calls * 1e6
 
 
+def _closed_port() -> int:
+    """A loopback port with nothing listening (bound, then released)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+async def otlp_round(calls: int, endpoint: str) -> float:
+    """Per tool call, exporting over real OTLP/gRPC to ``endpoint`` (up or refusing)."""
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(BatchSpanProcessor(
+        OTLPSpanExporter(endpoint=endpoint, insecure=True, timeout=2)))
+    telemetry = configure(tracer_provider=provider, metrics_enabled=False, pending_spans=False,
+                          shutdown_timeout=2.0)
+    bus = telemetry.attach(EventBus(history_size=0))
+    scope = Scope(run_id="run-1", agent="bench", session_id="conv-1")
+    await bus.publish(Event("agent.run.started", scope=scope))
+    start = time.perf_counter()
+    for _ in range(calls):
+        await bus.publish(Event("agent.tool.call.started",
+                                {"tool_call_id": "call-1", "tool_name": "search"}, scope=scope))
+        await bus.publish(Event("agent.tool.call.completed",
+                                {"tool_call_id": "call-1", "tool_name": "search",
+                                 "is_error": False}, scope=scope))
+        if _ % 256 == 0:
+            await asyncio.sleep(0)  # an agent awaits now and then; let the loop breathe
+    elapsed = time.perf_counter() - start
+    await bus.publish(Event("agent.run.completed", scope=scope))
+    telemetry.shutdown(timeout=2.0)
+    return elapsed / calls * 1e6
+
+
+async def collector_figures(rounds: int, calls: int) -> dict[str, Any]:
+    """Publish cost with the collector up (the embedded receiver) and refusing connections."""
+    import tempfile
+
+    from otel_agentbus.receiver import Receiver
+
+    with tempfile.TemporaryDirectory() as folder:
+        receiver = Receiver(f"{folder}/bench.db").start()
+        try:
+            up_endpoint = receiver.grpc_endpoint
+            down_endpoint = f"http://127.0.0.1:{_closed_port()}"
+            up: list[float] = []
+            down: list[float] = []
+            for _ in range(rounds):
+                up.append(await otlp_round(calls, up_endpoint))
+                down.append(await otlp_round(calls, down_endpoint))
+        finally:
+            receiver.stop()
+    up_us, down_us = statistics.median(up), statistics.median(down)
+    return {
+        "collector_up_tool_call_us": round(up_us, 2),
+        "collector_down_tool_call_us": round(down_us, 2),
+        "collector_down_vs_up": round(down_us / up_us, 2),
+    }
+
+
 async def measure(quick: bool) -> dict[str, Any]:
     rounds = 3 if quick else 7
     calls = 2_000 if quick else 20_000
@@ -105,7 +168,9 @@ async def measure(quick: bool) -> dict[str, Any]:
     sdk_us = statistics.median(sdk)
     ours_us = statistics.median(ours)
     bare_us = statistics.median(ours_no_metrics)
+    collector = await collector_figures(rounds, calls // 2)
     return {
+        **collector,
         "rounds": rounds,
         "calls_per_round": calls,
         "sdk_span_us": round(sdk_us, 2),
@@ -131,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{figures['mirror_tool_call_us']:>8}")
     print(f"{'otel-agentbus: 2 events + mirrored span':<52}"
           f"{figures['mirror_tool_call_no_metrics_us']:>8}")
+    print(f"{'collector up (real OTLP/gRPC to the embedded receiver)':<52}"
+          f"{figures['collector_up_tool_call_us']:>8}")
+    print(f"{'collector refusing connections':<52}{figures['collector_down_tool_call_us']:>8}")
+    print(f"collector_down_vs_up = {figures['collector_down_vs_up']}")
     print(f"mirror_vs_sdk_span = {figures['mirror_vs_sdk_span']} "
           f"(without metrics {figures['mirror_no_metrics_vs_sdk_span']}); medians of "
           f"{figures['rounds']} rounds, Python {sys.version.split()[0]}, {os.cpu_count()} cores")

@@ -8,6 +8,7 @@ application's pipeline, so agent spans and its HTTP or database spans share one 
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import os
 import threading
@@ -276,7 +277,10 @@ def configure(
     """
     if shutdown_timeout <= 0:
         raise ConfigurationError(f"shutdown_timeout must be > 0, got {shutdown_timeout!r}")
-    policy = content or ContentPolicy.from_env(redact=redact)
+    if content is not None:
+        policy = content if redact is None else dataclasses.replace(content, redact=redact)
+    else:
+        policy = ContentPolicy.from_env(redact=redact)
     if use_global and tracer_provider is None:
         current = trace.get_tracer_provider()
         if not isinstance(current, TracerProvider):

@@ -124,10 +124,14 @@ class ContentPolicy:
             value = self.redact(key, value)
             if value is None:
                 return None
-        return self.value(value)
+        return self.value(value, in_content=True)
 
-    def value(self, value: Any) -> AttributeValue:
-        """Any JSON value as an attribute value: scalars as they are, the rest as JSON."""
+    def value(self, value: Any, in_content: bool = False) -> AttributeValue:
+        """Any JSON value as an attribute value: scalars as they are, the rest as JSON.
+
+        Nested values are scrubbed on the way: secret-looking keys at any depth become
+        ``[redacted]``, and content keys nested in ordinary data follow the capture switch.
+        """
         kind = type(value)
         if kind is str:
             return self.text(value)
@@ -136,11 +140,35 @@ class ContentPolicy:
         if kind is tuple or kind is list:
             if value and all(type(item) is str for item in value):
                 return [self.text(item) for item in value]
-            if value and all(type(item) in (int, float) for item in value) and not any(
-                type(item) is bool for item in value
-            ):
+            if value and all(type(item) in (int, float) for item in value):
                 return list(value)
-        return self.text(json.dumps(_plain(value), ensure_ascii=False, default=str))
+        scrubbed = self._scrub(value, in_content, 0)
+        return self.text(json.dumps(scrubbed, ensure_ascii=False, default=str))
+
+    def _scrub(self, value: Any, in_content: bool, depth: int) -> Any:
+        if depth > 64:
+            return "[too deep]"
+        if isinstance(value, Mapping):
+            out: dict[str, Any] = {}
+            for raw_key, item in value.items():
+                key = str(raw_key)
+                if is_secret_key(key):
+                    out[key] = REDACTED
+                    continue
+                if not in_content and key in self.content_keys:
+                    if not self.content_on_spans:
+                        continue
+                    if self.redact is not None:
+                        item = self.redact(key, item)
+                        if item is None:
+                            continue
+                    out[key] = self._scrub(item, True, depth + 1)
+                    continue
+                out[key] = self._scrub(item, in_content, depth + 1)
+            return out
+        if isinstance(value, list | tuple):
+            return [self._scrub(item, in_content, depth + 1) for item in value]
+        return value
 
     def text(self, value: str) -> str:
         limit = self.max_length
@@ -169,10 +197,3 @@ class ContentPolicy:
                 break
         return out
 
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value

@@ -224,9 +224,11 @@ class TelemetryMirror:
             parent_context = parent.context
             context = SpanContext(parent_context.trace_id, _getrandbits(64), False,
                                   parent_context.trace_flags)
-        else:
+        else:  # a call outside any run: the root of its own trace, sampled as one
             parent_context = None
-            context = SpanContext(_getrandbits(128), _getrandbits(64), False, _SAMPLED)
+            trace_id = _getrandbits(128)
+            context = SpanContext(trace_id, _getrandbits(64), False,
+                                  self._sample(None, trace_id, name, attributes))
         self.spans_started += 1
         return OpenSpan(name, kind, context, parent_context, start_ns, attributes)
 
@@ -235,11 +237,11 @@ class TelemetryMirror:
         extra: Mapping[str, AttributeValue] | None = None,
     ) -> None:
         self.spans_ended += 1
-        if not span.context.trace_flags.sampled:
-            return
         attributes = span.attributes
         if extra:
-            attributes.update(extra)
+            attributes.update(extra)  # metrics read these even when the trace is unsampled
+        if not span.context.trace_flags.sampled:
+            return
         if span.chunks:
             attributes[sc.LLM_CHUNKS] = span.chunks
             if span.first_chunk_ns:
