@@ -458,25 +458,31 @@ class TelemetryMirror:
             self._end(iteration, end_ns, status)
         self._end(node, end_ns, status, {sc.END_REASON: reason} if reason else None)
 
-    def _node_completed(self, event: Event) -> None:
+    def _pop_node(self, event: Event) -> tuple[RunState, str, OpenSpan] | None:
+        """The run and open node span an end event closes (stamped), or None."""
         run, node_id = self._run_of(event), event.scope.node_id
         node = run.nodes.pop(node_id, None) if run is not None and node_id else None
         if run is None or node is None or node_id is None:
             self.events_unattached += 1
-            return
+            return None
         self._stamp(event, node)
+        return run, node_id, node
+
+    def _node_completed(self, event: Event) -> None:
+        found = self._pop_node(event)
+        if found is None:
+            return
+        run, node_id, node = found
         iterations = event.payload.get("iterations")
         if isinstance(iterations, int):
             node.attributes[sc.NODE_ITERATIONS] = iterations
         self._end_node(run, node_id, node, event.time_ns, _OK)
 
     def _node_failed(self, event: Event) -> None:
-        run, node_id = self._run_of(event), event.scope.node_id
-        node = run.nodes.pop(node_id, None) if run is not None and node_id else None
-        if run is None or node is None or node_id is None:
-            self.events_unattached += 1
+        found = self._pop_node(event)
+        if found is None:
             return
-        self._stamp(event, node)
+        run, node_id, node = found
         status, error_type = self._error(event.payload, "node failed")
         node.attributes[sc.ERROR_TYPE] = error_type
         self._end_node(run, node_id, node, event.time_ns, status)
