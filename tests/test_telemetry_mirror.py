@@ -305,7 +305,7 @@ async def test_tool_spans(make: HarnessFactory) -> None:
     assert attrs(ok) == {
         sc.GEN_AI_OPERATION_NAME: "execute_tool", sc.GEN_AI_TOOL_NAME: "search",
         sc.GEN_AI_TOOL_CALL_ID: "t1", sc.GEN_AI_TOOL_TYPE: "function", sc.RUN_ID: "r1",
-        sc.GEN_AI_CONVERSATION_ID: "s1"}
+        sc.GEN_AI_CONVERSATION_ID: "s1", sc.GEN_AI_AGENT_NAME: "a"}
     assert ok.status.status_code is StatusCode.UNSET
     assert failed.status.status_code is StatusCode.ERROR
     assert failed.status.description == "404 not found"

@@ -117,6 +117,7 @@ class MirrorMetrics:
     def tool_call(self, attributes: Mapping[str, AttributeValue], seconds: float,
                   error_type: str | None, span_context: SpanContext) -> None:
         labels: dict[str, AttributeValue] = {
+            sc.GEN_AI_AGENT_NAME: attributes.get(sc.GEN_AI_AGENT_NAME, ""),
             sc.GEN_AI_TOOL_NAME: attributes.get(sc.GEN_AI_TOOL_NAME, ""),
             sc.GEN_AI_OPERATION_NAME: sc.OP_EXECUTE_TOOL,
             "status": "error" if error_type else "ok",
@@ -129,6 +130,7 @@ class MirrorMetrics:
     def llm_call(self, attributes: Mapping[str, AttributeValue], seconds: float,
                  error_type: str | None, span_context: SpanContext) -> None:
         labels: dict[str, AttributeValue] = {
+            sc.GEN_AI_AGENT_NAME: attributes.get(sc.GEN_AI_AGENT_NAME, ""),
             sc.GEN_AI_OPERATION_NAME: sc.OP_CHAT,
             sc.GEN_AI_REQUEST_MODEL: attributes.get(sc.GEN_AI_REQUEST_MODEL, ""),
         }

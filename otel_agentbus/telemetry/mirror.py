@@ -288,12 +288,12 @@ class TelemetryMirror:
             self.events_unattached += 1
             return
         agent = scope.agent or event.source.name or "agent"
-        common: dict[str, AttributeValue] = {sc.RUN_ID: run_id}
+        # On every span of the run: span metrics and the tool/LLM metrics group by agent.
+        common: dict[str, AttributeValue] = {sc.RUN_ID: run_id, sc.GEN_AI_AGENT_NAME: agent}
         if scope.session_id:
             common[sc.GEN_AI_CONVERSATION_ID] = scope.session_id
         attributes: dict[str, AttributeValue] = {
             sc.GEN_AI_OPERATION_NAME: sc.OP_INVOKE_AGENT,
-            sc.GEN_AI_AGENT_NAME: agent,
             **common,
         }
         if scope.stream_id:
