@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import contextvars
 import json
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import context as otel_context
 
-from .bus import EventBus
+from .bus import BusClosedError, EventBus
 from .events import Event, Scope, Severity, Source, new_event_id
 from .telemetry.context import context_of
+
+logger = logging.getLogger("otel_agentbus.runs")
 
 _CURRENT_RUN: contextvars.ContextVar[RunHandle | None] = contextvars.ContextVar(
     "otel_agentbus_current_run", default=None
@@ -71,6 +74,15 @@ class RunHandle:
                       severity=severity)
         self.bus.publish_nowait(event)
         return event
+
+    def _publish_end(self, kind: str, payload: Mapping[str, Any],
+                     severity: Severity) -> None:
+        """End events must never replace the agent's own outcome: a closed bus is logged."""
+        try:
+            self.publish(kind, payload, severity=severity)
+        except BusClosedError:
+            logger.warning("run %s ended (%s) after its bus closed; event not published",
+                           self.scope.run_id, kind)
 
 
 class RunScope:
@@ -124,20 +136,20 @@ class RunScope:
             if error is None:
                 handle.status = "completed"
                 payload = {} if handle.output is None else {"output": json_safe(handle.output)}
-                handle.publish("agent.run.completed", payload)
+                handle._publish_end("agent.run.completed", payload, Severity.INFO)
             elif isinstance(error, BaseException) and type(error).__name__ in (
                 "CancelledError", "KeyboardInterrupt", "SystemExit", "GeneratorExit",
             ):
                 handle.status = "cancelled"
-                handle.publish("agent.run.cancelled",
-                               {"reason": handle.cancel_reason or type(error).__name__},
-                               severity=Severity.WARN)
+                handle._publish_end("agent.run.cancelled",
+                                    {"reason": handle.cancel_reason or type(error).__name__},
+                                    Severity.WARN)
             else:
                 handle.status = "failed"
-                handle.publish("agent.run.failed",
-                               {"error": str(error) or type(error).__name__,
-                                "error_type": type(error).__name__},
-                               severity=Severity.ERROR)
+                handle._publish_end("agent.run.failed",
+                                    {"error": str(error) or type(error).__name__,
+                                     "error_type": type(error).__name__},
+                                    Severity.ERROR)
         finally:
             if self._otel_token is not None:
                 otel_context.detach(self._otel_token)  # type: ignore[arg-type]

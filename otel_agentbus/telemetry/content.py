@@ -30,7 +30,8 @@ DEFAULT_MAX_EVENTS_PER_SPAN: Final = 128
 TRUNCATION_MARK: Final = "…[truncated]"
 
 CONTENT_KEYS: Final = frozenset({
-    "arguments", "content", "completion", "input", "input_data", "messages", "output",
+    "arguments", "content", "completion", "context", "input", "input_data", "messages",
+    "output", "output_data",
     "prompt", "reasoning_content", "response", "result", "snapshot", "system_instructions",
     "text", "tool_input", "tool_output", "tool_result",
 })

@@ -84,7 +84,7 @@ class OpenSpan:
 class RunState:
     """The open spans of one run, keyed so that end events find what they close."""
 
-    __slots__ = ("common", "iterations", "llm_calls", "nodes", "root", "tools")
+    __slots__ = ("common", "iterations", "llm_calls", "nodes", "open_by_id", "root", "tools")
 
     def __init__(self, root: OpenSpan, common: dict[str, AttributeValue]) -> None:
         self.root = root
@@ -94,6 +94,19 @@ class RunState:
         self.iterations: dict[str, OpenSpan] = {}
         self.llm_calls: dict[str, OpenSpan] = {}
         self.tools: dict[str, OpenSpan] = {}
+        self.open_by_id: dict[int, OpenSpan] = {}
+        """Open tool and LLM spans by span id: a call made while one of them is the current
+        span (a tool inside a tool) is parented to it."""
+
+    def parent_for(self, node_id: str | None) -> OpenSpan:
+        """The parent of a new tool or LLM span: the current span if it is one of this
+        run's open calls, else the node's iteration, else the run."""
+        if self.open_by_id:
+            current = trace.get_current_span().get_span_context().span_id
+            span = self.open_by_id.get(current)
+            if span is not None:
+                return span
+        return self.innermost(node_id)
 
     def innermost(self, node_id: str | None) -> OpenSpan:
         """Where a span event or a child span of this node goes."""
@@ -386,6 +399,7 @@ class TelemetryMirror:
             self._end(span, end_ns, Status(StatusCode.ERROR, f"not ended: {reason}")
                       if reason not in ("run_ended",) else _OK, {sc.END_REASON: reason})
         run.tools.clear()
+        run.open_by_id.clear()
         run.llm_calls.clear()
         run.iterations.clear()
         run.nodes.clear()
@@ -512,13 +526,14 @@ class TelemetryMirror:
         key = _llm_call_id(payload)
         if run is not None:
             attributes.update(run.common)
-            parent = run.innermost(event.scope.node_id)
+            parent = run.parent_for(event.scope.node_id)
         else:
             parent = None
         span = self._child(f"{sc.OP_CHAT} {model}", SpanKind.CLIENT, parent, event.time_ns,
                            attributes)
         if run is not None:
             run.llm_calls[key] = span
+            run.open_by_id[span.context.span_id] = span
         else:
             self._orphans[("llm", key)] = span
         self._stamp(event, span)
@@ -531,16 +546,20 @@ class TelemetryMirror:
             span = calls.pop(key, None) if pop else calls.get(key)
             if span is None and not key and len(calls) == 1:
                 span = calls.popitem()[1] if pop else next(iter(calls.values()))
+            if pop and span is not None:
+                run.open_by_id.pop(span.context.span_id, None)
             return span
         orphans = self._orphans
         return orphans.pop(("llm", key), None) if pop else orphans.get(("llm", key))
 
     def _llm_delta(self, event: Event) -> None:
         span = self._find_llm(event, pop=False)
-        if span is None:
+        if span is None:  # a delta outside a known LLM call (Hive's llm_text_delta)
             run = self._run_of(event)
             if run is not None:
-                self._stamp(event, run.innermost(event.scope.node_id))
+                outer = run.innermost(event.scope.node_id)
+                outer.chunks += 1
+                self._stamp(event, outer)
             return
         if not span.chunks and not span.reasoning_chunks:
             span.first_chunk_ns = event.time_ns
@@ -645,8 +664,9 @@ class TelemetryMirror:
         if run is not None:
             attributes.update(run.common)
             span = self._child(f"{sc.OP_EXECUTE_TOOL} {tool}", SpanKind.INTERNAL,
-                               run.innermost(event.scope.node_id), event.time_ns, attributes)
+                               run.parent_for(event.scope.node_id), event.time_ns, attributes)
             run.tools[call_id] = span
+            run.open_by_id[span.context.span_id] = span
         else:
             span = self._child(f"{sc.OP_EXECUTE_TOOL} {tool}", SpanKind.INTERNAL, None,
                                event.time_ns, attributes)
@@ -659,6 +679,8 @@ class TelemetryMirror:
         run = self._run_of(event)
         if run is not None:
             span = run.tools.pop(call_id, None)
+            if span is not None:
+                run.open_by_id.pop(span.context.span_id, None)
         else:
             span = self._orphans.pop(("tool", call_id), None)
         if span is None:

@@ -1,0 +1,1 @@
+"""Drop-in facades for APIs agents are already written against."""
