@@ -125,7 +125,12 @@ def _freeze(value: object, where: str, depth: int) -> JSONValue:
                         f"{where}: key {key!r} is a {type(key).__name__}; JSON keys are strings"
                     )
                 key = str.__add__(key, "")
-            frozen[key] = _freeze(item, f"{where}.{key}", depth + 1)
+            item_kind = type(item)
+            if item_kind is str or item_kind is int or item_kind is bool or item is None:
+                # Most payload values: no recursion, no error-path string built per item.
+                frozen[key] = item
+            else:
+                frozen[key] = _freeze(item, f"{where}.{key}", depth + 1)
         return MappingProxyType(frozen)
     if kind is list or kind is tuple:
         items: list[JSONValue] = []

@@ -35,6 +35,7 @@ from opentelemetry import context as otel_context
 from .bus import EventBus
 from .events import Event, Scope, Severity, Source, new_event_id
 from .runs import RunHandle, RunScope, current_run
+from .telemetry.content import REDACTED, is_secret_key
 from .telemetry.context import context_of
 
 __all__ = [
@@ -108,16 +109,18 @@ def _resolve_bus(explicit: EventBus | None, what: str) -> EventBus:
 # ------------------------------------------------------------------------- payloads
 def json_data(value: Any, _depth: int = 0) -> Any:
     """``value`` as plain JSON data (str keys, lists, finite numbers); anything else as its
-    ``repr``, so arbitrary arguments and results can go into an event payload."""
+    ``repr``, so arbitrary arguments and results can go into an event payload. The values
+    of secret-looking keys (``api_key``, ``*_token``, ...) become ``"[redacted]"``."""
     kind = type(value)
     if value is None or kind is str or kind is int or kind is bool:
         return value
     if kind is float:
         return value if math.isfinite(value) else repr(value)
     if _depth < _MAX_DEPTH:
-        if isinstance(value, Mapping):
-            return {key if isinstance(key, str) else str(key): json_data(item, _depth + 1)
-                    for key, item in value.items()}
+        if isinstance(value, Mapping):  # secret-looking keys: the value never leaves
+            return {key if isinstance(key, str) else str(key):
+                    REDACTED if isinstance(key, str) and is_secret_key(key)
+                    else json_data(item, _depth + 1) for key, item in value.items()}
         if isinstance(value, list | tuple):
             return [json_data(item, _depth + 1) for item in value]
         if isinstance(value, bool):

@@ -37,6 +37,8 @@ class KindInfo:
 
 
 CUSTOM_PREFIX: Final = "custom."
+MAX_KIND_LENGTH: Final = 256
+"""Custom kinds longer than this are refused (a kind names a span event and a filter key)."""
 
 _M = Delivery.MUST_DELIVER
 _D = Delivery.DROPPABLE
@@ -177,6 +179,14 @@ def kind_info(kind: str) -> KindInfo:
     return _CUSTOM_INFO
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def validate_kind(kind: object) -> str:
     """Return ``kind`` if it may be published, else raise a clear error."""
     if type(kind) is not str:
@@ -184,6 +194,12 @@ def validate_kind(kind: object) -> str:
     if kind in KNOWN_KINDS:
         return kind
     if kind.startswith(CUSTOM_PREFIX) and len(kind) > len(CUSTOM_PREFIX):
+        if len(kind) > MAX_KIND_LENGTH:
+            raise UnknownKindError(f"custom event kind {kind[:40]!r}... is {len(kind)} "
+                                   f"characters long; the limit is {MAX_KIND_LENGTH}")
+        if not kind.isascii() and not _encodable(kind):
+            raise UnknownKindError(f"custom event kind {kind!r} is not valid Unicode "
+                                   "(it holds a lone surrogate)")
         if any(not part for part in kind.split(".")):
             raise UnknownKindError(f"custom event kind {kind!r} has an empty dotted segment")
         return kind

@@ -20,6 +20,7 @@ from opentelemetry import context as otel_context
 
 from .bus import BusClosedError, EventBus
 from .events import Event, Scope, Severity, Source, new_event_id
+from .redaction import redact_secrets
 from .telemetry.context import context_of
 
 logger = logging.getLogger("otel_agentbus.runs")
@@ -35,10 +36,12 @@ def current_run() -> RunHandle | None:
 
 
 def json_safe(value: Any) -> Any:
-    """``value`` if it is JSON data, else its ``repr`` (outputs and inputs are free-form)."""
+    """``value`` if it is JSON data, else its ``repr`` (outputs and inputs are free-form);
+    either way with the values of secret-looking keys redacted (``redact_secrets``)."""
     try:
+        value = redact_secrets(value)
         json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         return repr(value)
     return value
 

@@ -400,6 +400,9 @@ class Subscription:
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
+                if self._drain_on_close or not self._closing:  # not close(drain=False):
+                    # the handler cancelled its own task, or a stuck one was cancelled
+                    self._fail(event, asyncio.CancelledError("handler cancelled its task"))
                 raise
             self._fail(event, asyncio.CancelledError("handler cancelled itself"))
             return
@@ -443,6 +446,9 @@ class Subscription:
                     except asyncio.CancelledError:
                         task = asyncio.current_task()
                         if task is not None and task.cancelling():
+                            if self._drain_on_close or not self._closing:  # see _invoke
+                                self._fail(event, asyncio.CancelledError(
+                                    "handler cancelled its task"))
                             raise
                         self._fail(event, asyncio.CancelledError("handler cancelled itself"))
                         if self._closing and not self._drain_on_close:

@@ -24,6 +24,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Protocol, runtime_checkable
 
+from ..redaction import redact_secrets
+
 logger = logging.getLogger("otel_agentbus.runtime.tracker")
 
 SCHEMA_VERSION: Final = 1
@@ -379,8 +381,9 @@ _RUN_COLUMNS: Final = ("execution_id", "stream_id", "goal_id", "goal_description
 
 
 def _dumps(value: Any) -> str:
-    """JSON for a column; anything that is not JSON data is stored as its repr."""
-    return json.dumps(value, default=repr, separators=(",", ":"))
+    """JSON for a column; anything that is not JSON data is stored as its repr. Values of
+    secret-looking keys are stored as ``"[redacted]"``."""
+    return json.dumps(redact_secrets(value), default=repr, separators=(",", ":"))
 
 
 def _create_private_file(path: Path) -> None:

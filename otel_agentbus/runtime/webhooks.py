@@ -3,10 +3,11 @@
 Plain ``asyncio`` streams on the runtime's own loop, so there is no thread hand-off and
 no dependency. One request per connection (``Connection: close``). Checks, in order:
 unknown path 404, wrong method 405, bearer token 401, no ``Content-Length`` 411, a body
-over ``max_body_bytes`` 413 (answered from the header, the body is never read), HMAC
-signature 401, malformed JSON 400; then the entry point is triggered and the answer is
-202 ``{"execution_id": ...}`` at once, without waiting for the run. A full entry point
-queue answers 429, a stopped runtime 503.
+over ``max_body_bytes`` 413 (answered from the header, the body is never read), a body
+shorter than announced 408 (after ``read_timeout``), HMAC signature 401, malformed JSON
+400; then the entry point is triggered and the answer is 202 ``{"execution_id": ...}`` at
+once, without waiting for the run. A full entry point queue answers 429, a stopped
+runtime 503.
 
 Secrets stay out: credentials, cookies, signatures and anything secret-looking in header
 or query names are dropped before the request reaches an event, a run input or a span.
@@ -301,7 +302,11 @@ class WebhookServer:
             raise _Reply(413, {"error": f"body over {self.max_body_bytes} bytes"})
         if headers.get("expect", "").lower() == "100-continue":
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        body = await asyncio.wait_for(reader.readexactly(length), self.read_timeout)
+        try:
+            body = await asyncio.wait_for(reader.readexactly(length), self.read_timeout)
+        except TimeoutError:  # fewer bytes than Content-Length said: a client error
+            raise _Reply(408, {"error": f"body of {length} bytes not received within "
+                                        f"{self.read_timeout}s"}) from None
         if route.secret is not None and not verify_signature(
                 route.secret, body, headers.get(SIGNATURE_HEADER)):
             raise _Reply(401, {"error": "missing or invalid X-Hub-Signature-256"})

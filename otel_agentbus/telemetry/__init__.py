@@ -12,6 +12,7 @@ from .context import (
 )
 from .logs import TraceContextFilter, install_trace_context
 from .mirror import TelemetryMirror
+from .signals import install_signal_handlers, uninstall_signal_handlers
 
 __all__ = [
     "CaptureMode",
@@ -24,9 +25,11 @@ __all__ = [
     "configure",
     "context_of",
     "inject_traceparent",
+    "install_signal_handlers",
     "install_trace_context",
     "span_context_of",
     "traceparent_from",
+    "uninstall_signal_handlers",
     "use_span_of",
     "with_current_context",
 ]

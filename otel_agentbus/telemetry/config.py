@@ -14,7 +14,7 @@ import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
@@ -80,6 +80,52 @@ class CountingSpanExporter(SpanExporter):
         return self.inner.force_flush(timeout_millis)
 
 
+class _DropCounter:
+    """Stands in for a BatchSpanProcessor's internal metrics hooks (no-ops unless the SDK's
+    own are enabled) to count the spans its full queue evicts, which the SDK only logs."""
+
+    def __init__(self, inner: Any, queue: Any) -> None:
+        self.inner = inner
+        self.queue = queue
+        self.dropped = 0
+
+    def register_queue_size(self, get_queue_size: Any) -> None:
+        self.inner.register_queue_size(get_queue_size)
+
+    def drop_items(self, count: int, error_type: str = "queue_full") -> None:
+        if error_type == "queue_full" and len(self.queue) < (self.queue.maxlen or 0):
+            return  # the export thread took a batch since the processor looked: no eviction
+        self.dropped += count
+        self.inner.drop_items(count, error_type)
+
+    def finish_items(self, count: int) -> None:
+        self.inner.finish_items(count)
+
+
+def _count_drops(processor: BatchSpanProcessor) -> _DropCounter | None:
+    batch = getattr(processor, "_batch_processor", None)
+    if batch is None or not hasattr(batch, "_metrics") or not hasattr(batch, "_queue"):
+        return None  # another SDK version: drops stay in spans_unaccounted
+    counter = _DropCounter(batch._metrics, batch._queue)
+    batch._metrics = counter
+    return counter
+
+
+DEFAULT_SPAN_QUEUE: Final = 131_072
+"""Spans the batch processor may hold for export (the SDK's default is 2,048).
+
+A run of 100,000 tool calls published faster than the collector ingests them would
+overflow 2,048 at once and lose spans. A queued mirror span takes about 800 bytes, so the
+queue costs memory only while export lags (about 100 MB if it ever fills).
+``OTEL_BSP_MAX_QUEUE_SIZE`` overrides it."""
+
+
+def _span_queue_size() -> int | None:
+    """Our default queue size, unless ``OTEL_BSP_MAX_QUEUE_SIZE`` says (None lets the SDK
+    read it)."""
+    return None if _env("OTEL_BSP_MAX_QUEUE_SIZE") else DEFAULT_SPAN_QUEUE
+
+
 def _env(name: str) -> str | None:
     value = os.environ.get(name)
     return value.strip() if value and value.strip() else None
@@ -121,11 +167,14 @@ def _otlp_exporters(
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
+        from .otlp import with_fast_encoder
+
         insecure = None
         if endpoint is not None:
             insecure = endpoint.startswith("http://") or "://" not in endpoint
         return (
-            OTLPSpanExporter(endpoint=endpoint, headers=header_dict, insecure=insecure),
+            with_fast_encoder(
+                OTLPSpanExporter(endpoint=endpoint, headers=header_dict, insecure=insecure)),
             OTLPMetricExporter(endpoint=endpoint, headers=header_dict, insecure=insecure),
             OTLPLogExporter(endpoint=endpoint, headers=header_dict, insecure=insecure),
         )
@@ -167,6 +216,7 @@ class Telemetry:
     shutdown_timeout: float
     _metrics: MirrorMetrics | None = None
     _shut_down: bool = False
+    _drops: _DropCounter | None = None
 
     def attach(self, bus: EventBus, name: str = "default") -> EventBus:
         """Mirror ``bus``: every event it publishes from now on becomes telemetry."""
@@ -178,13 +228,18 @@ class Telemetry:
     def export_stats(self) -> dict[str, int]:
         """What the mirror produced and what became of it.
 
-        ``spans_unaccounted`` is spans handed to the span processor that were neither
-        exported nor failed yet: in its queue, or (after ``shutdown()``) evicted by a full
-        queue. The SDK's processor logs such evictions but does not count them.
+        ``spans_dropped`` is spans the batch processor's full queue evicted (or refused
+        after its shutdown); should the export thread take a batch in the instant between
+        the processor seeing a full queue and adding the span, that span may be counted as
+        dropped and then exported or failed as well (the sum then exceeds ``spans_emitted``
+        by one). ``spans_unaccounted`` is spans handed to the span processor
+        that were neither exported, failed nor dropped: still in its queue or export, or
+        (after ``shutdown()``) abandoned when the bounded shutdown gave up.
         """
         exporter = self.exporter
         exported = exporter.exported if exporter else 0
         failed = exporter.failed if exporter else 0
+        dropped = self._drops.dropped if self._drops is not None else 0
         return {
             "spans_started": self.mirror.spans_started,
             "spans_ended": self.mirror.spans_ended,
@@ -193,8 +248,9 @@ class Telemetry:
             "span_events": self.mirror.events_recorded,
             "spans_exported": exported,
             "spans_export_failed": failed,
-            "spans_unaccounted": (max(0, self.mirror.spans_emitted - exported - failed)
-                                  if exporter else 0),
+            "spans_dropped": dropped,
+            "spans_unaccounted": (max(0, self.mirror.spans_emitted - exported - failed
+                                      - dropped) if exporter else 0),
             "measurements_dropped": self._metrics.dropped if self._metrics else 0,
         }
 
@@ -213,9 +269,11 @@ class Telemetry:
         limit = self.shutdown_timeout if timeout is None else timeout
 
         def flush() -> None:
+            # Spans first: replaying a backlog of measurements into the SDK takes seconds
+            # after a burst, and spans should not wait behind it.
+            self.tracer_provider.force_flush(int(limit * 1000))
             if self._metrics is not None:
                 self._metrics.drain()
-            self.tracer_provider.force_flush(int(limit * 1000))
             if self.meter_provider is not None:
                 self.meter_provider.force_flush(int(limit * 1000))
             if self.logger_provider is not None:
@@ -267,6 +325,7 @@ def configure(
     metric_exporter: MetricExporter | None = None,
     shutdown_timeout: float = 5.0,
     bus: EventBus | None = None,
+    signal_handlers: bool = True,
 ) -> Telemetry:
     """Set up tracing, metrics and (with ``logs=True``) logs for the mirror.
 
@@ -274,6 +333,7 @@ def configure(
     ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_EXPORTER_OTLP_ENDPOINT`` / ``_PROTOCOL`` /
     ``_HEADERS``, ``OTEL_TRACES_SAMPLER``, ``OTEL_BSP_*``, ``OTEL_TRACES_EXPORTER``.
     ``span_exporter`` / ``metric_exporter`` replace the OTLP ones (tests, custom backends).
+    ``signal_handlers`` shuts telemetry down on SIGTERM (see :mod:`.signals`).
     """
     if shutdown_timeout <= 0:
         raise ConfigurationError(f"shutdown_timeout must be > 0, got {shutdown_timeout!r}")
@@ -295,6 +355,7 @@ def configure(
 
     owns = tracer_provider is None
     counting: CountingSpanExporter | None = None
+    drops: _DropCounter | None = None
     logger_provider: Any | None = None
     metric_reader_exporter: MetricExporter | None = metric_exporter
     log_exporter: Any | None = None
@@ -322,7 +383,9 @@ def configure(
             span_out = None
         if span_out is not None:
             counting = CountingSpanExporter(span_out)
-            tracer_provider.add_span_processor(BatchSpanProcessor(counting))
+            batch = BatchSpanProcessor(counting, max_queue_size=_span_queue_size())
+            drops = _count_drops(batch)
+            tracer_provider.add_span_processor(batch)
         if metrics_enabled and meter_provider is None and metric_reader_exporter is not None:
             interval = metric_export_interval_ms
             reader = PeriodicExportingMetricReader(
@@ -343,8 +406,10 @@ def configure(
         mirror_metrics = MirrorMetrics(
             provider.get_meter(sc.INSTRUMENTATION_SCOPE, sc.SCHEMA_VERSION))
     if mirror_metrics is not None and counting is not None:
-        exporter_counts = counting
-        mirror_metrics.observe_export(lambda: (exporter_counts.exported, exporter_counts.failed))
+        exporter_counts, drop_counts = counting, drops
+        mirror_metrics.observe_export(lambda: (
+            exporter_counts.exported, exporter_counts.failed,
+            drop_counts.dropped if drop_counts is not None else 0))
     mirror = TelemetryMirror(
         _span_processor_of(tracer_provider),
         resource=tracer_provider.resource,
@@ -356,9 +421,13 @@ def configure(
     telemetry = Telemetry(
         mirror=mirror, tracer_provider=tracer_provider, meter_provider=meter_provider,
         logger_provider=logger_provider, exporter=counting, owns_providers=owns,
-        shutdown_timeout=shutdown_timeout, _metrics=mirror_metrics,
+        shutdown_timeout=shutdown_timeout, _metrics=mirror_metrics, _drops=drops,
     )
     atexit.register(telemetry.shutdown)
+    if signal_handlers:
+        from .signals import install_signal_handlers
+
+        install_signal_handlers(telemetry, replace=False)
     if bus is not None:
         telemetry.attach(bus)
     return telemetry

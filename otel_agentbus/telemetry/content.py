@@ -28,9 +28,13 @@ UIs, so the project sets one. ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`` overrides it
 DEFAULT_MAX_ATTRIBUTES: Final = 128
 DEFAULT_MAX_EVENTS_PER_SPAN: Final = 128
 TRUNCATION_MARK: Final = "…[truncated]"
+MAX_ARRAY_ITEMS: Final = 128
+"""Longer lists are exported as JSON text, cut to the length limit like any other string
+(each string of a shorter list is cut to the limit)."""
 
 CONTENT_KEYS: Final = frozenset({
-    "arguments", "content", "completion", "context", "input", "input_data", "messages",
+    "arguments", "content", "completion", "context", "details", "input", "input_data",
+    "messages",
     "output", "output_data",
     "prompt", "reasoning_content", "response", "result", "snapshot", "system_instructions",
     "text", "tool_input", "tool_output", "tool_result",
@@ -138,10 +142,10 @@ class ContentPolicy:
             return self.text(value)
         if kind is bool or kind is int or kind is float:
             return value  # type: ignore[no-any-return]
-        if kind is tuple or kind is list:
-            if value and all(type(item) is str for item in value):
+        if (kind is tuple or kind is list) and 0 < len(value) <= MAX_ARRAY_ITEMS:
+            if all(type(item) is str for item in value):
                 return [self.text(item) for item in value]
-            if value and all(type(item) in (int, float) for item in value):
+            if all(type(item) in (int, float) for item in value):
                 return list(value)
         scrubbed = self._scrub(value, in_content, 0)
         return self.text(json.dumps(scrubbed, ensure_ascii=False, default=str))
@@ -172,10 +176,17 @@ class ContentPolicy:
         return value
 
     def text(self, value: str) -> str:
+        """``value`` cut to the length limit, lone surrogates replaced by ``?`` (the OTLP
+        encoder cannot encode them and would fail the whole batch)."""
         limit = self.max_length
-        if len(value) <= limit:
-            return value
-        return value[: max(0, limit - len(TRUNCATION_MARK))] + TRUNCATION_MARK
+        if len(value) > limit:
+            value = value[: max(0, limit - len(TRUNCATION_MARK))] + TRUNCATION_MARK
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                value = value.encode("utf-8", "replace").decode("utf-8")
+        return value
 
     def payload_attributes(
         self, payload: Mapping[str, Any], prefix: str, skip: frozenset[str] = frozenset()
@@ -185,16 +196,16 @@ class ContentPolicy:
         for key, item in payload.items():
             if key in skip or item is None:
                 continue
-            if is_secret_key(key):
-                out[prefix + key] = REDACTED
-                continue
-            if key in self.content_keys:
-                captured = self.content_value(key, item)
-                if captured is not None:
-                    out[prefix + key] = captured
-                continue
-            out[prefix + key] = self.value(item)
             if len(out) >= self.max_attributes:
                 break
+            name = self.text(prefix + key)  # keys are unbounded too
+            if is_secret_key(key):
+                out[name] = REDACTED
+            elif key in self.content_keys:
+                captured = self.content_value(key, item)
+                if captured is not None:
+                    out[name] = captured
+            else:
+                out[name] = self.value(item)
         return out
 

@@ -158,13 +158,14 @@ class MirrorMetrics:
         elif kind == "agent.doom_loop.detected":
             self._add(self.doom_loops, 1, {sc.GEN_AI_AGENT_NAME: event.scope.agent or ""}, None)
 
-    def observe_export(self, counts: Callable[[], tuple[int, int]]) -> None:
-        """Spans exported and failed, read from the counting exporter at collection."""
+    def observe_export(self, counts: Callable[[], tuple[int, ...]]) -> None:
+        """Spans exported, failed and (a third count, if given) dropped by a full queue,
+        read from the counting exporter at collection."""
 
         def callback(options: CallbackOptions) -> Iterable[Observation]:
-            exported, failed = counts()
-            yield Observation(exported, {"outcome": "exported"})
-            yield Observation(failed, {"outcome": "failed"})
+            for outcome, count in zip(("exported", "failed", "dropped"), counts(),
+                                      strict=False):
+                yield Observation(count, {"outcome": outcome})
 
         self._meter.create_observable_counter(
             sc.METRIC_EXPORT_SPANS, [callback], unit="{span}",

@@ -291,7 +291,8 @@ class TelemetryMirror:
     def _error(self, payload: Mapping[str, Any], default: str) -> tuple[Status, str]:
         message = payload.get("error") or payload.get("message") or default
         error_type = payload.get("error_type") or sc.ERROR_TYPE_FALLBACK
-        return Status(StatusCode.ERROR, self._content.text(str(message))), str(error_type)
+        text = self._content.text
+        return Status(StatusCode.ERROR, text(str(message))), text(str(error_type))
 
     # ------------------------------------------------------------------- runs
     def _run_started(self, event: Event) -> None:
@@ -300,19 +301,21 @@ class TelemetryMirror:
         if not run_id:
             self.events_unattached += 1
             return
-        agent = scope.agent or event.source.name or "agent"
+        text = self._content.text  # scope strings are unbounded: cut to the length limit
+        agent = text(scope.agent or event.source.name or "agent")
         # On every span of the run: span metrics and the tool/LLM metrics group by agent.
-        common: dict[str, AttributeValue] = {sc.RUN_ID: run_id, sc.GEN_AI_AGENT_NAME: agent}
+        common: dict[str, AttributeValue] = {sc.RUN_ID: text(run_id),
+                                             sc.GEN_AI_AGENT_NAME: agent}
         if scope.session_id:
-            common[sc.GEN_AI_CONVERSATION_ID] = scope.session_id
+            common[sc.GEN_AI_CONVERSATION_ID] = text(scope.session_id)
         attributes: dict[str, AttributeValue] = {
             sc.GEN_AI_OPERATION_NAME: sc.OP_INVOKE_AGENT,
             **common,
         }
         if scope.stream_id:
-            attributes[sc.STREAM_ID] = scope.stream_id
+            attributes[sc.STREAM_ID] = text(scope.stream_id)
         if scope.graph_id:
-            attributes[sc.GRAPH_ID] = scope.graph_id
+            attributes[sc.GRAPH_ID] = text(scope.graph_id)
         name = f"{sc.OP_INVOKE_AGENT} {agent}"
         parent = self._parent_of_run(event)
         trace_id = parent.trace_id if parent is not None else _getrandbits(128)
@@ -436,11 +439,12 @@ class TelemetryMirror:
         previous = run.nodes.pop(node_id, None)
         if previous is not None:
             self._end_node(run, node_id, previous, event.time_ns, _OK, "restarted")
-        attributes: dict[str, AttributeValue] = {sc.NODE_ID: node_id, **run.common}
+        label = self._content.text(node_id)
+        attributes: dict[str, AttributeValue] = {sc.NODE_ID: label, **run.common}
         max_iterations = event.payload.get("max_iterations")
         if isinstance(max_iterations, int):
             attributes[sc.NODE_MAX_ITERATIONS] = max_iterations
-        span = self._child(f"node {node_id}", SpanKind.INTERNAL, run.root, event.time_ns,
+        span = self._child(f"node {label}", SpanKind.INTERNAL, run.root, event.time_ns,
                            attributes)
         run.nodes[node_id] = span
         self._stamp(event, span)
@@ -457,10 +461,11 @@ class TelemetryMirror:
         if previous is not None:
             self._end(previous, event.time_ns)
         iteration = event.payload.get("iteration")
-        attributes: dict[str, AttributeValue] = {sc.NODE_ID: node_id, **run.common}
+        label = str(node.attributes[sc.NODE_ID])  # cut to the length limit already
+        attributes: dict[str, AttributeValue] = {sc.NODE_ID: label, **run.common}
         if isinstance(iteration, int):
             attributes[sc.NODE_ITERATION] = iteration
-        span = self._child(f"iteration {node_id}", SpanKind.INTERNAL, node, event.time_ns,
+        span = self._child(f"iteration {label}", SpanKind.INTERNAL, node, event.time_ns,
                            attributes)
         run.iterations[node_id] = span
         self._stamp(event, span)
@@ -508,14 +513,15 @@ class TelemetryMirror:
     # -------------------------------------------------------------------- LLM
     def _llm_request(self, event: Event) -> None:
         payload = event.payload
-        model = str(payload.get("model") or payload.get("request_model") or "unknown")
+        text = self._content.text
+        model = text(str(payload.get("model") or payload.get("request_model") or "unknown"))
         attributes: dict[str, AttributeValue] = {
             sc.GEN_AI_OPERATION_NAME: sc.OP_CHAT,
             sc.GEN_AI_REQUEST_MODEL: model,
         }
         provider = payload.get("provider")
         if provider:
-            attributes[sc.GEN_AI_PROVIDER_NAME] = str(provider)
+            attributes[sc.GEN_AI_PROVIDER_NAME] = text(str(provider))
         for key, attribute in (("messages", sc.GEN_AI_INPUT_MESSAGES),
                                ("system_instructions", sc.GEN_AI_SYSTEM_INSTRUCTIONS)):
             if key in payload:
@@ -610,10 +616,10 @@ class TelemetryMirror:
         extra = self._usage_attributes(payload)
         model = payload.get("response_model") or payload.get("model")
         if model:
-            extra[sc.GEN_AI_RESPONSE_MODEL] = str(model)
+            extra[sc.GEN_AI_RESPONSE_MODEL] = self._content.text(str(model))
         reasons = payload.get("finish_reasons") or payload.get("finish_reason")
         if reasons:
-            extra[sc.GEN_AI_RESPONSE_FINISH_REASONS] = (
+            extra[sc.GEN_AI_RESPONSE_FINISH_REASONS] = self._content.value(
                 [str(r) for r in reasons] if isinstance(reasons, tuple | list) else [str(reasons)]
             )
         for key in ("content", "output", "messages"):
@@ -642,15 +648,16 @@ class TelemetryMirror:
     # ------------------------------------------------------------------ tools
     def _tool_started(self, event: Event) -> None:
         payload = event.payload
-        tool = str(payload.get("tool_name") or event.source.name or "tool")
+        text = self._content.text
+        tool = text(str(payload.get("tool_name") or event.source.name or "tool"))
         attributes: dict[str, AttributeValue] = {
             sc.GEN_AI_OPERATION_NAME: sc.OP_EXECUTE_TOOL,
             sc.GEN_AI_TOOL_NAME: tool,
-            sc.GEN_AI_TOOL_TYPE: str(payload.get("tool_type") or "function"),
+            sc.GEN_AI_TOOL_TYPE: text(str(payload.get("tool_type") or "function")),
         }
         call_id = _tool_call_id(payload)
         if call_id:
-            attributes[sc.GEN_AI_TOOL_CALL_ID] = call_id
+            attributes[sc.GEN_AI_TOOL_CALL_ID] = text(call_id)
         description = payload.get("description")
         if description:
             attributes[sc.GEN_AI_TOOL_DESCRIPTION] = self._content.text(str(description))

@@ -1,0 +1,1 @@
+"""The benchmark suite: ``bash bench/run [--quick] [--json]`` (see README, "Performance")."""
