@@ -8,13 +8,14 @@ publish hooks through which the telemetry mirror stamps and records every event.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Final, NamedTuple, Protocol
+from typing import Final, NamedTuple, Protocol, cast
 
 from .events import Event, EventValidationError, _set_seq
 from .filters import MATCH_ALL, EventFilter, Predicate, make_filter
@@ -63,6 +64,16 @@ class PublishResult(NamedTuple):
     """Subscriptions the publisher had to wait on (BLOCK policy, full queue)."""
     deferred: bool = False
     """Published from another thread: handed to the bus's loop, counted there."""
+
+
+_new_result = cast(Callable[[tuple[object, ...]], PublishResult],
+                   functools.partial(tuple.__new__, PublishResult))
+"""``_new_result((seq, matched, delivered, dropped, blocked, deferred))``: a PublishResult
+built in C, without the named tuple's Python-level ``__new__`` (one is made per publish)."""
+
+
+_NOT_BLOCKED: Final[tuple[()]] = ()
+"""What ``_fanout`` returns when no subscription made the publisher wait: no list per publish."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,7 +360,7 @@ class EventBus:
 
     def _fanout(
         self, event: Event, may_block: bool
-    ) -> tuple[PublishResult, list[Subscription]]:
+    ) -> tuple[PublishResult, list[Subscription] | tuple[()]]:
         if type(event) is not Event:
             raise EventValidationError(f"publish() takes an Event, got {type(event).__name__}")
         if self._closed:
@@ -371,9 +382,9 @@ class EventBus:
         if subs is None:
             subs = self._for_kind(event.kind)
         if not subs:
-            return PublishResult(seq), []
+            return _new_result((seq, 0, 0, 0, 0, False)), _NOT_BLOCKED
         matched = delivered = dropped = 0
-        blocked: list[Subscription] = []
+        blocked: list[Subscription] | tuple[()] = _NOT_BLOCKED
         may_block = may_block and not in_handler()
         for sub in subs:
             residual = sub._residual
@@ -404,12 +415,14 @@ class EventBus:
                 delivered += 1
             elif outcome == 1:
                 dropped += 1
-            else:
+            elif blocked:
                 blocked.append(sub)
+            else:
+                blocked = [sub]
         self._matched += matched
         self._delivered += delivered
         self._dropped += dropped
-        return PublishResult(seq, matched, delivered, dropped, len(blocked)), blocked
+        return _new_result((seq, matched, delivered, dropped, len(blocked), False)), blocked
 
     # ----------------------------------------------------------------- history
     def history(

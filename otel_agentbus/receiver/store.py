@@ -95,6 +95,35 @@ _UPSERT_SPAN = (
     + ", ".join(f"{c} = excluded.{c}" for c in _SPAN_COLUMNS if c not in ("trace_id", "span_id"))
     + " WHERE excluded.pending = 0 OR spans.pending = 1"
 )
+_SPANS_PER_STATEMENT = 1024
+"""Spans per multi-row upsert. ``executemany`` steps SQLite once per row, and Python's
+sqlite3 releases the GIL around every step; when the receiver shares a process with a busy
+agent (the embedded receiver), getting the GIL back can take a switch interval (5 ms) each
+time, so a 512-span request took seconds while the agent ran. One statement steps SQLite
+once for up to 1,024 rows (18 parameters a row, below SQLite's limit of 32,766)."""
+_UPSERT_CLAUSE = _UPSERT_SPAN[len(_insert_sql("spans", _SPAN_COLUMNS)):]
+_SPAN_ROW = "(" + ", ".join("?" for _ in _SPAN_COLUMNS) + ")"
+_upsert_sql_cache: dict[int, str] = {}
+
+
+def _upsert_spans_sql(rows: int) -> str:
+    """The upsert of ``rows`` spans in one statement (same semantics as row by row)."""
+    sql = _upsert_sql_cache.get(rows)
+    if sql is None:
+        sql = (f"INSERT INTO spans ({', '.join(_SPAN_COLUMNS)}) VALUES "
+               + ", ".join(_SPAN_ROW for _ in range(rows)) + _UPSERT_CLAUSE)
+        if len(_upsert_sql_cache) < 256:
+            _upsert_sql_cache[rows] = sql
+    return sql
+
+
+def _upsert_spans(conn: sqlite3.Connection, spans: Sequence[SpanRecord]) -> None:
+    step = _SPANS_PER_STATEMENT
+    for start in range(0, len(spans), step):
+        chunk = spans[start:start + step]
+        conn.execute(_upsert_spans_sql(len(chunk)), [value for row in chunk for value in row])
+
+
 _INSERT_METRIC = _insert_sql("metrics", MetricPointRecord._fields)
 _INSERT_LOG = _insert_sql("logs", LogRecordRow._fields)
 
@@ -144,10 +173,15 @@ class Store:
             if self._closed:
                 raise RuntimeError(f"store {self.path} is closed")
             conn = self._conn
+            if not (metrics or logs) and len(spans) <= _SPANS_PER_STATEMENT:
+                # One statement is one transaction of its own: no BEGIN/COMMIT round trips.
+                conn.execute(_upsert_spans_sql(len(spans)),
+                             [value for row in spans for value in row])
+                return
             conn.execute("BEGIN IMMEDIATE")
             try:
                 if spans:
-                    conn.executemany(_UPSERT_SPAN, spans)
+                    _upsert_spans(conn, spans)
                 if metrics:
                     conn.executemany(_INSERT_METRIC, metrics)
                 if logs:
