@@ -426,3 +426,36 @@ _set_span_context = _slot_setter("_span_context")
 _time_ns = time.time_ns
 _COMPARED: Final = tuple(name for name in Event.__slots__ if name != "_span_context")
 """The span context object is a local cache of ``correlation``; equality ignores it."""
+_new_object = object.__new__
+
+
+def _library_event(
+    kind: str, payload: Mapping[str, Any], scope: Scope, source: Source,
+    severity: Severity = Severity.INFO, *, frozen: bool = False,
+) -> Event:
+    """The ``Event(...)`` the library's own instrumentation publishes, built without
+    re-checking what the library has checked already (a known kind, a Scope and a Source of
+    str fields, a Severity): one tool call publishes two of these, and those checks were a
+    third of an event's cost. The payload is frozen and validated here (it carries the
+    caller's arguments and results) unless ``frozen`` says the caller built it of str,
+    int, bool and already frozen values, in a dict nobody else holds."""
+    if frozen:
+        payload = MappingProxyType(payload)
+    elif payload:
+        payload = _freeze(payload, "payload", 0)
+    else:
+        payload = _EMPTY_MAPPING
+    event: Event = _new_object(Event)
+    _set_id(event, f"{_id_prefix}{next(_id_counter):010x}")
+    _set_kind(event, kind)
+    _set_time_ns(event, _time_ns())
+    _set_source(event, source)
+    _set_scope(event, scope)
+    _set_correlation(event, EMPTY_CORRELATION)
+    _set_severity(event, severity)
+    _set_payload(event, payload)
+    _set_attrs(event, _EMPTY_MAPPING)
+    _set_seq(event, None)
+    _set_must_deliver(event, kind in MUST_DELIVER_KINDS)
+    _set_span_context(event, None)
+    return event

@@ -33,8 +33,19 @@ from typing import Any, Final, Protocol, TypeVar, overload
 from opentelemetry import context as otel_context
 
 from .bus import EventBus
-from .events import Event, Scope, Severity, Source, new_event_id
-from .runs import RunHandle, RunScope, current_run
+from .events import (
+    EMPTY_SCOPE,
+    Event,
+    EventValidationError,
+    JSONValue,
+    Scope,
+    Severity,
+    Source,
+    _freeze,
+    _library_event,
+    new_event_id,
+)
+from .runs import _CURRENT_RUN, RunHandle, RunScope, current_run
 from .telemetry.content import REDACTED, is_secret_key
 from .telemetry.context import context_of
 
@@ -70,6 +81,9 @@ _MAX_DEPTH: Final = 64
 _CANCELLED: Final = (asyncio.CancelledError, GeneratorExit)
 
 _default_bus: EventBus | None = None
+_new_object = object.__new__
+_attach = otel_context.attach
+_detach = otel_context.detach
 
 
 class NoBusError(RuntimeError):
@@ -117,11 +131,11 @@ def json_data(value: Any, _depth: int = 0) -> Any:
     if kind is float:
         return value if math.isfinite(value) else repr(value)
     if _depth < _MAX_DEPTH:
-        if isinstance(value, Mapping):  # secret-looking keys: the value never leaves
+        if kind is dict or isinstance(value, Mapping):  # secret keys: the value never leaves
             return {key if isinstance(key, str) else str(key):
                     REDACTED if isinstance(key, str) and is_secret_key(key)
                     else json_data(item, _depth + 1) for key, item in value.items()}
-        if isinstance(value, list | tuple):
+        if kind is list or kind is tuple or isinstance(value, list | tuple):
             return [json_data(item, _depth + 1) for item in value]
         if isinstance(value, bool):
             return bool(value)
@@ -132,6 +146,20 @@ def json_data(value: Any, _depth: int = 0) -> Any:
         if isinstance(value, float):
             return json_data(float(value), _depth)
     return repr(value)
+
+
+def _frozen_json(value: Any) -> JSONValue:
+    """:func:`json_data` of ``value``, frozen as an event payload value. It cannot fail:
+    ``json_data`` turns anything nested deeper than the event's limit into text."""
+    kind = type(value)
+    if value is None or kind is str or kind is int or kind is bool:
+        return value
+    return _freeze(json_data(value), "payload", 0)
+
+
+def _check_str(name: str, value: object) -> None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {type(value).__name__} {value!r}")
 
 
 def _is_plain_json(value: Any) -> bool:
@@ -157,22 +185,41 @@ def _error_payload(error: BaseException) -> dict[str, Any]:
 class _Arguments:
     """Turns a call's arguments into a JSON payload (``self``/``cls`` left out)."""
 
-    __slots__ = ("_signature",)
+    __slots__ = ("_positional", "_required", "_signature", "_simple")
 
     def __init__(self, function: Callable[..., Any]) -> None:
         try:
             self._signature: inspect.Signature | None = inspect.signature(function)
         except (TypeError, ValueError):
             self._signature = None
+        parameters = list(self._signature.parameters.values()) if self._signature else []
+        empty = inspect.Parameter.empty
+        positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        self._positional = tuple(p.name for p in parameters if p.kind is positional)
+        self._required = sum(1 for p in parameters
+                             if p.kind is positional and p.default is empty)
+        # Calls with positional arguments only skip ``Signature.bind`` (a few microseconds)
+        # when the signature has nothing but plain parameters, none keyword-only required.
+        self._simple = self._signature is not None and all(
+            p.kind is positional or (p.kind is inspect.Parameter.KEYWORD_ONLY
+                                     and p.default is not empty) for p in parameters)
 
     def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        if not kwargs and self._simple and self._required <= len(args) <= len(
+                self._positional):
+            out: dict[str, Any] = {}
+            for index, (name, value) in enumerate(zip(self._positional, args, strict=False)):
+                if index == 0 and name in ("self", "cls"):
+                    continue
+                out[name] = json_data(value)
+            return out
         if self._signature is not None:
             try:
                 bound = self._signature.bind(*args, **kwargs)
             except TypeError:
                 pass
             else:
-                out: dict[str, Any] = {}
+                out = {}
                 parameters = self._signature.parameters
                 for index, (name, value) in enumerate(bound.arguments.items()):
                     if index == 0 and name in ("self", "cls"):
@@ -213,14 +260,14 @@ class _Scope:
         """The start event, stamped with the span's ids once published."""
         self.run: RunHandle | None = None
         self._bus: EventBus | None = None
-        self._scope = Scope()
+        self._scope = EMPTY_SCOPE
         self._otel_token: object = None
         self._var_token: contextvars.Token[Any] | None = None
 
     # subclasses
     def _node_id(self) -> str | None:
         loop = _CURRENT_NODE.get()
-        return loop.node_id if loop is not None and loop.run is current_run() else None
+        return loop.node_id if loop is not None and loop.run is self.run else None
 
     def _start(self) -> Event:
         raise NotImplementedError
@@ -230,30 +277,37 @@ class _Scope:
 
     # shared
     def _emit(self, kind: str, payload: Mapping[str, Any], source: Source,
-              severity: Severity = Severity.INFO) -> Event:
+              severity: Severity = Severity.INFO, *, frozen: bool = False) -> Event:
+        """Publish one of the scope's events. The kind, scope and source are the library's
+        own, checked once (see ``_library_event``); ``frozen`` as there."""
         assert self._bus is not None
-        event = Event(kind, payload, scope=self._scope, source=source, severity=severity)
+        event = _library_event(kind, payload, self._scope, source, severity, frozen=frozen)
         self._bus.publish_nowait(event)
         return event
 
     def _emit_guarded(self, kind: str, payload: Mapping[str, Any], source: Source,
-                      severity: Severity = Severity.INFO) -> None:
+                      severity: Severity = Severity.INFO, *, frozen: bool = False) -> None:
         """An end event must not replace the error the instrumented code raised."""
         try:
-            self._emit(kind, payload, source, severity)
+            self._emit(kind, payload, source, severity, frozen=frozen)
         except Exception:
             logger.warning("could not publish %s for %s", kind, self._what, exc_info=True)
 
     def _enter(self) -> None:
         if self.started is not None:
             raise RuntimeError(f"{self._what} was already entered; make a new one per use")
-        self.run = current_run()
-        self._bus = _resolve_bus(self._explicit_bus, self._what)
+        run = self.run = _CURRENT_RUN.get()
+        bus = self._explicit_bus
+        if bus is None:
+            bus = run.bus if run is not None else _resolve_bus(None, self._what)
+        self._bus = bus
         node_id = self._node_id()
-        self._scope = (self.run.child_scope(node_id) if self.run is not None
-                       else Scope(node_id=node_id))
-        self.started = self._start()
-        self._otel_token = otel_context.attach(context_of(self.started))
+        if run is not None:
+            self._scope = run.scope if node_id is None else run.child_scope(node_id)
+        elif node_id is not None:
+            self._scope = Scope(node_id=node_id)
+        started = self.started = self._start()
+        self._otel_token = _attach(context_of(started))
         self._var_token = self._active.set(self)
 
     def _exit(self, error: BaseException | None) -> None:
@@ -264,7 +318,7 @@ class _Scope:
                 self._active.reset(self._var_token)
                 self._var_token = None
             if self._otel_token is not None:
-                otel_context.detach(self._otel_token)  # type: ignore[arg-type]
+                _detach(self._otel_token)  # type: ignore[arg-type]
                 self._otel_token = None
 
 
@@ -288,7 +342,36 @@ class ToolCall(_Scope):
                  bus: EventBus | None = None) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"tool name must be a non-empty str, got {name!r}")
-        super().__init__(bus, f"tool {name!r}")
+        _check_str("tool_type", tool_type)
+        _check_str("tool_call_id", tool_call_id)
+        _check_str("description", description)
+        self._setup(name, arguments, tool_type, tool_call_id, description, bus,
+                    Source("tool", name), False)
+
+    @property
+    def _what(self) -> str:  # type: ignore[override]
+        """Names the call in errors; built only when one is raised."""
+        return f"tool {self.name!r}"
+
+    @classmethod
+    def _checked(cls, name: str, arguments: dict[str, Any], tool_type: str,
+                 description: str | None, bus: EventBus | None, source: Source) -> ToolCall:
+        """A call of an ``@tool`` function: its name, type and description were checked
+        when it was decorated, and its arguments went through ``json_data`` already."""
+        call = _new_object(cls)
+        call._setup(name, arguments, tool_type, None, description, bus, source, True)
+        return call
+
+    def _setup(self, name: str, arguments: Any, tool_type: str, tool_call_id: str | None,
+               description: str | None, bus: EventBus | None, source: Source,
+               arguments_are_json: bool) -> None:
+        self._explicit_bus = bus
+        self.started = None
+        self.run = None
+        self._bus = None
+        self._scope = EMPTY_SCOPE
+        self._otel_token = None
+        self._var_token = None
         self.name = name
         self.arguments = arguments
         self.tool_type = tool_type
@@ -296,29 +379,39 @@ class ToolCall(_Scope):
         self.description = description
         self.result: Any = None
         self.error: BaseException | None = None
+        self._source = source
+        self._arguments_are_json = arguments_are_json
 
     def _start(self) -> Event:
+        # Every value is a str or frozen already: the event skips the payload check.
         payload: dict[str, Any] = {"tool_call_id": self.tool_call_id, "tool_name": self.name,
                                    "tool_type": self.tool_type}
-        if self.arguments is not None:
-            payload["arguments"] = json_data(self.arguments)
+        arguments = self.arguments
+        if arguments is not None:
+            payload["arguments"] = (_freeze(arguments, "payload", 0) if self._arguments_are_json
+                                    else _frozen_json(arguments))
         if self.description:
             payload["description"] = self.description
-        return self._emit("agent.tool.call.started", payload, Source("tool", self.name))
+        return self._emit("agent.tool.call.started", payload, self._source, frozen=True)
 
     def _finish(self, error: BaseException | None) -> None:
         payload: dict[str, Any] = {"tool_call_id": self.tool_call_id, "tool_name": self.name}
         if error is None:
             payload["is_error"] = False
             if self.result is not None:
-                payload["result"] = json_data(self.result)
-            self._emit_guarded("agent.tool.call.completed", payload, Source("tool", self.name))
+                try:
+                    payload["result"] = _frozen_json(self.result)
+                except EventValidationError:
+                    logger.warning("could not record the result of %s", self._what,
+                                   exc_info=True)
+            self._emit_guarded("agent.tool.call.completed", payload, self._source,
+                               frozen=True)
         else:
             self.error = error
             payload["is_error"] = True
             payload.update(_error_payload(error))
-            self._emit_guarded("agent.tool.call.completed", payload, Source("tool", self.name),
-                               Severity.ERROR)
+            self._emit_guarded("agent.tool.call.completed", payload, self._source,
+                               Severity.ERROR, frozen=True)
 
     def __enter__(self) -> ToolCall:
         self._enter()
@@ -916,10 +1009,13 @@ def tool(name: str | Callable[..., Any] | None = None, tool_type: str = "functio
         tool_name = name or _name_of(function)
         arguments = _Arguments(function)
         summary = description or _first_line(function.__doc__)
+        ToolCall(tool_name, tool_type=tool_type, description=summary)  # checks, now
+
+        checked = ToolCall._checked
+        source = Source("tool", tool_name)
 
         def make(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ToolCall:
-            return ToolCall(tool_name, arguments=arguments(args, kwargs), tool_type=tool_type,
-                            description=summary, bus=bus)
+            return checked(tool_name, arguments(args, kwargs), tool_type, summary, bus, source)
 
         def done(call: ToolCall, result: Any) -> None:
             if result is not None and call.result is None:

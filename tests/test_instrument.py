@@ -18,6 +18,8 @@ from telemetry_helpers import Harness, HarnessFactory, parent_id, span_id, trace
 from otel_agentbus import Event, EventBus
 from otel_agentbus.instrument import (
     NoBusError,
+    ToolCall,
+    _Arguments,
     agent,
     agent_run,
     current_llm_call,
@@ -943,3 +945,104 @@ async def test_sync_agent_in_a_worker_thread_publishes_in_order(h: Harness) -> N
                                            "agent.tool.call.completed", "agent.run.completed"]
     assert {e.scope.session_id for e in published} == {"conv-thread"}
     assert parent_id(h.one("execute_tool blocking_io")) == span_id(h.one("invoke_agent threaded"))
+
+
+# ------------------------------------------------------- the tool call's fast paths
+def _plain(a: int, b: int = 2, *, c: int = 3) -> None: ...
+def _method(self: object, q: str) -> None: ...
+def _var(a: int, *rest: int, **options: int) -> None: ...
+def _positional_only(a: int, /, b: int = 1) -> None: ...
+def _keyword_required(a: int, *, c: int) -> None: ...
+
+
+@pytest.mark.parametrize("function, args, kwargs", [
+    (_plain, (), {}), (_plain, (1,), {}), (_plain, (1, 5), {}), (_plain, (1, 5, 9), {}),
+    (_plain, (1,), {"c": 4}), (_plain, (), {"a": 1}), (_plain, (1,), {"a": 2}),
+    (_method, ("self", "q"), {}), (_method, ("self",), {}), (_var, (1, 2, 3), {"k": 4}),
+    (_positional_only, (1, 2), {}), (_keyword_required, (1,), {}),
+    (_keyword_required, (1,), {"c": 2}), (lambda: None, (), {}), (lambda: None, (1,), {}),
+])
+def test_arguments_fast_path_gives_what_signature_bind_gives(
+        function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    signature = inspect.signature(function)
+    try:
+        bound = signature.bind(*args, **kwargs).arguments
+    except TypeError:  # the call itself will fail: its arguments are kept as they came
+        expected: dict[str, Any] = {**kwargs, **({"args": list(args)} if args else {})}
+    else:
+        expected = {}
+        for index, (name, value) in enumerate(bound.items()):
+            if index == 0 and name in ("self", "cls"):
+                continue
+            if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+                expected.update(value)
+            elif isinstance(value, tuple):
+                expected[name] = list(value)
+            else:
+                expected[name] = value
+    assert _Arguments(function)(args, kwargs) == expected
+
+
+def test_tool_call_fields_must_be_strings() -> None:
+    for field in ("tool_type", "tool_call_id", "description"):
+        with pytest.raises(TypeError, match=field):
+            ToolCall("search", **{field: 42})
+    with pytest.raises(TypeError, match="tool_type"):  # at decoration, not at the first call
+        tool("search", 7)(lambda: None)  # type: ignore[arg-type]
+
+
+async def test_tool_events_equal_the_events_the_constructor_builds(h: Harness) -> None:
+    """The decorator builds its events without re-checking them: they must be exactly what
+    ``Event(...)`` would have built (frozen payloads included)."""
+    @tool("search", description="finds")
+    def search(query: str, limit: int = 3) -> list[str]:
+        return [query] * limit
+
+    @agent
+    def runner() -> None:
+        search("q", 2)
+
+    runner()
+    started, completed = events(h.bus)[1:3]
+    for event in (started, completed):
+        rebuilt = Event(event.kind, event.payload, source=event.source, scope=event.scope,
+                        correlation=event.correlation, severity=event.severity,
+                        id=event.id, time_ns=event.time_ns)
+        assert rebuilt.payload == event.payload and rebuilt.source == event.source
+        assert rebuilt.must_deliver == event.must_deliver
+        assert type(event.payload).__name__ == "mappingproxy"
+        with pytest.raises(TypeError):
+            event.payload["x"] = 1  # type: ignore[index]
+    assert started.payload["arguments"] == {"query": "q", "limit": 2}
+    assert isinstance(completed.payload["result"], tuple)  # frozen: a list became a tuple
+    assert started.source.component == "tool" and started.source.name == "search"
+
+
+async def test_a_result_too_deep_to_record_still_ends_the_call(h: Harness) -> None:
+    deep: Any = "bottom"
+    for _ in range(200):
+        deep = [deep]
+
+    with ToolCall("dig") as call:
+        call.result = deep
+    completed = events(h.bus)[-1]
+    assert completed.kind == "agent.tool.call.completed"
+    assert completed.payload["is_error"] is False
+    assert h.one("execute_tool dig").status.status_code is StatusCode.UNSET
+
+
+async def test_each_tool_span_gets_its_own_name_type_and_description(h: Harness) -> None:
+    """The mirror reuses a tool's base attributes across calls; a different type or
+    description must not reuse another's."""
+    for name, tool_type, description in [("a", "function", None), ("a", "extension", None),
+                                         ("a", "function", "first"), ("b", "function", None),
+                                         ("a", "function", "first")]:
+        with ToolCall(name, tool_type=tool_type, description=description):
+            pass
+    spans = [s for s in h.spans() if s.name.startswith("execute_tool")]
+    seen = [(s.name, s.attributes["gen_ai.tool.type"],
+             s.attributes.get("gen_ai.tool.description")) for s in spans]
+    assert seen == [("execute_tool a", "function", None), ("execute_tool a", "extension", None),
+                    ("execute_tool a", "function", "first"), ("execute_tool b", "function", None),
+                    ("execute_tool a", "function", "first")]
+    assert len({s.attributes["gen_ai.tool.call.id"] for s in spans}) == 5

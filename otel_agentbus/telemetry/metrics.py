@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 MAX_PENDING: Final = 100_000
 """Measurements waiting for the next collection; past it they are dropped and counted."""
+_MAX_CACHED_LABELS: Final = 4096
+"""Label sets kept for reuse (a dict per tool call otherwise); past it they are built anew."""
 
 
 def _context(span_context: SpanContext | None) -> Any:
@@ -70,6 +72,8 @@ class MirrorMetrics:
         self.doom_loops = meter.create_counter(
             sc.METRIC_DOOM_LOOPS, unit="{loop}", description="Doom loops detected.")
         self._meter = meter
+        self._tool_labels: dict[tuple[AttributeValue, AttributeValue, str | None],
+                                dict[str, AttributeValue]] = {}
         self._pending: deque[tuple[Any, float, Mapping[str, AttributeValue],
                                    SpanContext | None]] = deque()
         self.dropped = 0
@@ -116,14 +120,20 @@ class MirrorMetrics:
 
     def tool_call(self, attributes: Mapping[str, AttributeValue], seconds: float,
                   error_type: str | None, span_context: SpanContext) -> None:
-        labels: dict[str, AttributeValue] = {
-            sc.GEN_AI_AGENT_NAME: attributes.get(sc.GEN_AI_AGENT_NAME, ""),
-            sc.GEN_AI_TOOL_NAME: attributes.get(sc.GEN_AI_TOOL_NAME, ""),
-            sc.GEN_AI_OPERATION_NAME: sc.OP_EXECUTE_TOOL,
-            "status": "error" if error_type else "ok",
-        }
-        if error_type:
-            labels[sc.ERROR_TYPE] = error_type
+        key = (attributes.get(sc.GEN_AI_AGENT_NAME, ""), attributes.get(sc.GEN_AI_TOOL_NAME, ""),
+               error_type)
+        labels = self._tool_labels.get(key)
+        if labels is None:
+            labels = {
+                sc.GEN_AI_AGENT_NAME: key[0],
+                sc.GEN_AI_TOOL_NAME: key[1],
+                sc.GEN_AI_OPERATION_NAME: sc.OP_EXECUTE_TOOL,
+                "status": "error" if error_type else "ok",
+            }
+            if error_type:
+                labels[sc.ERROR_TYPE] = error_type
+            if len(self._tool_labels) < _MAX_CACHED_LABELS:
+                self._tool_labels[key] = labels
         self._add(self.tool_calls, 1, labels, span_context)
         self._add(self.tool_duration, seconds, labels, span_context)
 

@@ -36,6 +36,11 @@ _SAMPLED: Final = TraceFlags(TraceFlags.SAMPLED)
 _UNSAMPLED: Final = TraceFlags(TraceFlags.DEFAULT)
 _OK: Final = Status(StatusCode.UNSET)
 _getrandbits = random.getrandbits
+_new_correlation = tuple.__new__
+"""``Correlation(...)`` at C speed: a named tuple is a tuple (every field given here)."""
+
+
+_MAX_CACHED_TOOLS: Final = 1024
 
 
 class OpenSpan:
@@ -58,9 +63,13 @@ class OpenSpan:
         "trace_hex",
     )
 
+    trace_hex: str
+    span_hex: str
+
     def __init__(
         self, name: str, kind: SpanKind, context: SpanContext, parent: SpanContext | None,
         start_ns: int, attributes: dict[str, AttributeValue],
+        parent_span: OpenSpan | None = None,
     ) -> None:
         self.name = name
         self.kind = kind
@@ -70,12 +79,20 @@ class OpenSpan:
         self.attributes = attributes
         self.events: list[SpanEvent] = []
         self.event_count = 0
-        self.trace_hex = format(context.trace_id, "032x")
-        self.span_hex = format(context.span_id, "016x")
+        span_hex = format(context.span_id, "016x")
+        trace_hex: str
+        parent_hex: str | None
+        if parent_span is not None:  # the same trace: its hex ids are made already
+            trace_hex = parent_span.trace_hex
+            parent_hex = parent_span.span_hex
+        else:
+            trace_hex = format(context.trace_id, "032x")
+            parent_hex = format(parent.span_id, "016x") if parent is not None else None
+        self.span_hex = span_hex
+        self.trace_hex = trace_hex
         # Built once: every event stamped with this span shares it.
-        self.correlation = Correlation(
-            self.trace_hex, self.span_hex,
-            format(parent.span_id, "016x") if parent is not None else None)
+        self.correlation = _new_correlation(
+            Correlation, (trace_hex, span_hex, parent_hex, None, None))
         self.chunks = 0
         self.reasoning_chunks = 0
         self.first_chunk_ns = 0
@@ -150,6 +167,12 @@ class TelemetryMirror:
         self._sampler = sampler
         self._metrics = metrics
         self._content = content or ContentPolicy()
+        self._capture = self._content.content_on_spans
+        """The policy is frozen: whether content goes on spans is decided once."""
+        self._tool_attributes: dict[tuple[str, str, str],
+                                    tuple[dict[str, AttributeValue], str]] = {}
+        """The attributes a tool's spans start from, by (name, type, description): most
+        agents call a handful of tools many times."""
         self._pending = pending_spans
         self._scope = InstrumentationScope(sc.INSTRUMENTATION_SCOPE, sc.SCHEMA_VERSION)
         self._runs: dict[str, RunState] = {}
@@ -243,7 +266,7 @@ class TelemetryMirror:
             context = SpanContext(trace_id, _getrandbits(64), False,
                                   self._sample(None, trace_id, name, attributes))
         self.spans_started += 1
-        return OpenSpan(name, kind, context, parent_context, start_ns, attributes)
+        return OpenSpan(name, kind, context, parent_context, start_ns, attributes, parent)
 
     def _end(
         self, span: OpenSpan, end_ns: int, status: Status = _OK,
@@ -263,10 +286,11 @@ class TelemetryMirror:
         if span.reasoning_chunks:
             attributes[sc.LLM_REASONING_CHUNKS] = span.reasoning_chunks
         self.spans_emitted += 1
+        start_ns = span.start_ns
         self._processor.on_end(ReadableSpan(
             span.name, span.context, span.parent, self._resource, attributes,
-            tuple(span.events), (), span.kind, None, status, span.start_ns,
-            max(end_ns, span.start_ns), self._scope,
+            tuple(span.events) if span.events else (), (), span.kind, None, status, start_ns,
+            end_ns if end_ns > start_ns else start_ns, self._scope,
         ))
 
     def _add_event(
@@ -648,37 +672,56 @@ class TelemetryMirror:
     # ------------------------------------------------------------------ tools
     def _tool_started(self, event: Event) -> None:
         payload = event.payload
-        text = self._content.text
-        tool = text(str(payload.get("tool_name") or event.source.name or "tool"))
-        attributes: dict[str, AttributeValue] = {
-            sc.GEN_AI_OPERATION_NAME: sc.OP_EXECUTE_TOOL,
-            sc.GEN_AI_TOOL_NAME: tool,
-            sc.GEN_AI_TOOL_TYPE: text(str(payload.get("tool_type") or "function")),
-        }
+        get = payload.get
+        name = get("tool_name") or event.source.name or "tool"
+        tool_type = get("tool_type") or "function"
+        description = get("description") or ""
+        key = (name, tool_type, description) if type(name) is str and type(
+            tool_type) is str and type(description) is str else None
+        cached = self._tool_attributes.get(key) if key is not None else None
+        if cached is None:
+            cached = self._tool_base_attributes(name, tool_type, description)
+            if key is not None and len(self._tool_attributes) < _MAX_CACHED_TOOLS:
+                self._tool_attributes[key] = cached
+        base, span_name = cached
+        attributes = base.copy()
         call_id = _tool_call_id(payload)
         if call_id:
-            attributes[sc.GEN_AI_TOOL_CALL_ID] = text(call_id)
-        description = payload.get("description")
-        if description:
-            attributes[sc.GEN_AI_TOOL_DESCRIPTION] = self._content.text(str(description))
-        for key in ("arguments", "tool_input"):
-            if key in payload:
-                captured = self._content.content_value(key, payload[key])
-                if captured is not None:
-                    attributes[sc.GEN_AI_TOOL_CALL_ARGUMENTS] = captured
-                break
+            attributes[sc.GEN_AI_TOOL_CALL_ID] = (
+                call_id if len(call_id) <= self._content.max_length and call_id.isascii()
+                else self._content.text(call_id))
+        if self._capture:
+            for key_name in ("arguments", "tool_input"):
+                if key_name in payload:
+                    captured = self._content.content_value(key_name, payload[key_name])
+                    if captured is not None:
+                        attributes[sc.GEN_AI_TOOL_CALL_ARGUMENTS] = captured
+                    break
         run = self._run_of(event)
         if run is not None:
             attributes.update(run.common)
-            span = self._child(f"{sc.OP_EXECUTE_TOOL} {tool}", SpanKind.INTERNAL,
+            span = self._child(span_name, SpanKind.INTERNAL,
                                run.parent_for(event.scope.node_id), event.time_ns, attributes)
             run.tools[call_id] = span
             run.open_by_id[span.context.span_id] = span
         else:
-            span = self._child(f"{sc.OP_EXECUTE_TOOL} {tool}", SpanKind.INTERNAL, None,
-                               event.time_ns, attributes)
+            span = self._child(span_name, SpanKind.INTERNAL, None, event.time_ns, attributes)
             self._orphans[("tool", call_id)] = span
         self._stamp(event, span)
+
+    def _tool_base_attributes(self, name: object, tool_type: object, description: object
+                              ) -> tuple[dict[str, AttributeValue], str]:
+        """The attributes every span of this tool starts with, and the span's name."""
+        text = self._content.text
+        tool = text(str(name))
+        attributes: dict[str, AttributeValue] = {
+            sc.GEN_AI_OPERATION_NAME: sc.OP_EXECUTE_TOOL,
+            sc.GEN_AI_TOOL_NAME: tool,
+            sc.GEN_AI_TOOL_TYPE: text(str(tool_type)),
+        }
+        if description:
+            attributes[sc.GEN_AI_TOOL_DESCRIPTION] = text(str(description))
+        return attributes, f"{sc.OP_EXECUTE_TOOL} {tool}"
 
     def _tool_completed(self, event: Event) -> None:
         payload = event.payload
@@ -700,7 +743,7 @@ class TelemetryMirror:
         if payload.get("is_error"):
             status, error_type = self._error(payload, "tool call failed")
             extra = {sc.ERROR_TYPE: error_type}
-        if "result" in payload:
+        if self._capture and "result" in payload:
             captured = self._content.content_value("result", payload["result"])
             if captured is not None:
                 extra = {**(extra or {}), sc.GEN_AI_TOOL_CALL_RESULT: captured}
