@@ -442,6 +442,9 @@ class LLMCall(_Scope):
     def __init__(self, model: str | None = None, provider: str | None = None, *,
                  messages: Any = None, call_id: str | None = None,
                  bus: EventBus | None = None) -> None:
+        _check_str("model", model)
+        _check_str("provider", provider)
+        _check_str("call_id", call_id)
         super().__init__(bus, f"LLM call to {model or 'unknown model'}")
         self.model = model
         self.provider = provider

@@ -987,6 +987,9 @@ def test_tool_call_fields_must_be_strings() -> None:
     for field in ("tool_type", "tool_call_id", "description"):
         with pytest.raises(TypeError, match=field):
             ToolCall("search", **{field: 42})
+    for field in ("model", "provider", "call_id"):
+        with pytest.raises(TypeError, match=field):
+            llm_call_scope(**{field: 42})
     with pytest.raises(TypeError, match="tool_type"):  # at decoration, not at the first call
         tool("search", 7)(lambda: None)  # type: ignore[arg-type]
 

@@ -26,7 +26,13 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 from opentelemetry.util.types import AttributeValue
 
 from .. import semconv as sc
-from ..events import EMPTY_CORRELATION, Correlation, Event
+from ..events import (
+    EMPTY_CORRELATION,
+    Correlation,
+    Event,
+    _set_correlation,
+    _set_span_context,
+)
 from .content import ContentPolicy
 from .metrics import MirrorMetrics
 
@@ -238,7 +244,8 @@ class TelemetryMirror:
     def _stamp(self, event: Event, span: OpenSpan) -> None:
         old = event.correlation
         if old is EMPTY_CORRELATION or not (old.correlation_id or old.request_id):
-            event._stamp_correlation(span.correlation, span.context)
+            _set_correlation(event, span.correlation)  # what _stamp_correlation does
+            _set_span_context(event, span.context)
         else:
             event._stamp_correlation(span.correlation._replace(
                 correlation_id=old.correlation_id, request_id=old.request_id), span.context)
