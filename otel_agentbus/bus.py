@@ -20,6 +20,7 @@ from typing import Final, NamedTuple, Protocol, cast
 from .events import Event, EventValidationError, _set_seq
 from .filters import MATCH_ALL, EventFilter, Predicate, make_filter
 from .subscription import (
+    _IN_HANDLER,
     Backpressure,
     Concurrency,
     ErrorPolicy,
@@ -29,7 +30,6 @@ from .subscription import (
     SubscriberStats,
     Subscription,
     describe_handler,
-    in_handler,
     run_key,
 )
 
@@ -72,8 +72,7 @@ _new_result = cast(Callable[[tuple[object, ...]], PublishResult],
 built in C, without the named tuple's Python-level ``__new__`` (one is made per publish)."""
 
 
-_NOT_BLOCKED: Final[tuple[()]] = ()
-"""What ``_fanout`` returns when no subscription made the publisher wait: no list per publish."""
+_in_handler_get = _IN_HANDLER.get
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,11 +110,16 @@ class EventBus:
         self._ordered: tuple[Subscription, ...] = ()
         self._by_kind: dict[str, tuple[Subscription, ...]] = {}
         self._hooks: tuple[PublishHook, ...] = ()
-        self._seq = itertools.count(1)
+        self._must_wait: list[Subscription] = []
+        self._must_wait_event: Event | None = None
+        """The BLOCK subscriptions whose full queue the last ``_fanout`` left to ``publish``
+        to wait on, and the event as stamped (a copy when re-published). ``publish`` takes
+        them at once, before it awaits; so ``_fanout`` returns no pair per publish."""
         self._sub_ids = itertools.count(1)
         self._closed = False
         self._lock = threading.Lock()
         self._published = 0
+        """Events published so far, and so the last sequence number given (one per publish)."""
         self._matched = 0
         self._delivered = 0
         self._dropped = 0
@@ -311,9 +315,18 @@ class EventBus:
         """Queue ``event`` for every matching subscriber; waits only on full BLOCK queues."""
         if self._loop_or_none is None:
             self._bind(asyncio.get_running_loop())
-        result, blocked = self._fanout(event, may_block=True)
-        if not blocked:
+        result = self._fanout(event, True)
+        if not result[4]:  # result.blocked (by index, cheaper): nobody to wait on
             return result
+        blocked, self._must_wait = self._must_wait, []
+        stamped, self._must_wait_event = self._must_wait_event, None
+        assert stamped is not None
+        return await self._publish_blocked(stamped, blocked, result)
+
+    async def _publish_blocked(
+        self, event: Event, blocked: list[Subscription], result: PublishResult
+    ) -> PublishResult:
+        """The rest of ``publish`` when full BLOCK queues make the publisher wait."""
         delivered = result.delivered
         dropped = result.dropped
         self._blocked += len(blocked)
@@ -350,42 +363,39 @@ class EventBus:
             except RuntimeError:
                 raise BusClosedError("cannot publish: the bus's event loop is closed") from None
             return PublishResult(seq=None, deferred=True)
-        return self._fanout(event, may_block=False)[0]
+        return self._fanout(event, False)
 
     def _fanout_from_thread(self, event: Event) -> None:
         try:
-            self._fanout(event, may_block=False)
+            self._fanout(event, False)
         except BusClosedError:
             logger.warning("event %s published from a thread after the bus closed", event.kind)
 
-    def _fanout(
-        self, event: Event, may_block: bool
-    ) -> tuple[PublishResult, list[Subscription] | tuple[()]]:
+    def _fanout(self, event: Event, may_block: bool) -> PublishResult:
+        """Stamp, record and queue ``event``; the publisher's whole cost in the common case.
+
+        Subscriptions whose full BLOCK queue the publisher must wait on (``may_block``) are
+        left in ``_must_wait`` and counted in the result's ``blocked``.
+        """
         if type(event) is not Event:
             raise EventValidationError(f"publish() takes an Event, got {type(event).__name__}")
         if self._closed:
             raise BusClosedError("cannot publish: the event bus is closed")
         if event.seq is not None:
             event = event._copy_unpublished()
-        seq = next(self._seq)
+        seq = self._published = self._published + 1
         _set_seq(event, seq)
-        self._published += 1
-        for hook in self._hooks:
-            try:
-                hook(event)
-            except Exception:
-                self._hook_errors += 1
-                logger.exception("publish hook %r failed on %s", hook, event.kind)
+        hooks = self._hooks
+        if hooks:  # no iterator per publish when there are none
+            self._run_hooks(hooks, event)
         if self._history_on:
             self._history.append(event)
         subs = self._by_kind.get(event.kind)
         if subs is None:
             subs = self._for_kind(event.kind)
         if not subs:
-            return _new_result((seq, 0, 0, 0, 0, False)), _NOT_BLOCKED
-        matched = delivered = dropped = 0
-        blocked: list[Subscription] | tuple[()] = _NOT_BLOCKED
-        may_block = may_block and not in_handler()
+            return _new_result((seq, 0, 0, 0, 0, False))
+        matched = delivered = dropped = blocked = 0
         for sub in subs:
             residual = sub._residual
             if residual is not None:
@@ -398,11 +408,12 @@ class EventBus:
             matched += 1
             # Fast path of Subscription._offer, inlined: room in the queue, nobody waiting.
             queue = sub._queue
-            if len(queue) < sub._buffer and not sub._space_waiters:
+            depth = len(queue)
+            if depth < sub._buffer and not sub._space_waiters:
                 queue.append(event)
                 sub.received += 1
-                if len(queue) > sub.max_queued:
-                    sub.max_queued = len(queue)
+                if depth >= sub.max_queued:
+                    sub.max_queued = depth + 1
                 waiter = sub._waiter
                 if waiter is not None:
                     sub._waiter = None
@@ -410,19 +421,33 @@ class EventBus:
                         waiter.set_result(None)
                 delivered += 1
                 continue
-            outcome = sub._offer(event, may_block)
+            # A publish made inside a handler never waits: in_handler(), one call less.
+            outcome = sub._offer(event, may_block and not _in_handler_get())
             if outcome == 0:
                 delivered += 1
             elif outcome == 1:
                 dropped += 1
             elif blocked:
-                blocked.append(sub)
+                self._must_wait.append(sub)
+                blocked += 1
             else:
-                blocked = [sub]
+                self._must_wait = [sub]
+                self._must_wait_event = event
+                blocked = 1
         self._matched += matched
         self._delivered += delivered
-        self._dropped += dropped
-        return _new_result((seq, matched, delivered, dropped, len(blocked), False)), blocked
+        if dropped:
+            self._dropped += dropped
+        return _new_result((seq, matched, delivered, dropped, blocked, False))
+
+    def _run_hooks(self, hooks: tuple[PublishHook, ...], event: Event) -> None:
+        """Run the publish hooks; one that fails is counted and logged, never raised."""
+        for hook in hooks:
+            try:
+                hook(event)
+            except Exception:
+                self._hook_errors += 1
+                logger.exception("publish hook %r failed on %s", hook, event.kind)
 
     # ----------------------------------------------------------------- history
     def history(

@@ -356,6 +356,11 @@ class Subscription:
         return True
 
     def _release_space(self) -> None:
+        """Wake the first publisher waiting for room, if there is room.
+
+        Workers call it only while that publisher is not woken yet: it stays queued until
+        it runs, and a publisher blocked on a full queue is the steady state of a burst.
+        """
         if self._space_waiters and len(self._queue) < self._buffer:
             waiter = self._space_waiters[0]
             if not waiter.done():
@@ -438,7 +443,7 @@ class Subscription:
         while await self._idle():
             while queue:
                 event = queue.popleft()
-                if space_waiters:
+                if space_waiters and not space_waiters[0].done():  # see _release_space
                     self._release_space()
                 if inline:
                     try:
@@ -486,7 +491,7 @@ class Subscription:
                         slot_free.clear()
                         await slot_free.wait()
                     event = queue.popleft()
-                    if self._space_waiters:
+                    if self._space_waiters and not self._space_waiters[0].done():
                         self._release_space()
                     task = loop.create_task(self._invoke(event))
                     tasks.add(task)
@@ -498,28 +503,14 @@ class Subscription:
                 task.cancel()
 
     async def _keyed_worker(self) -> None:
+        """Move queued events to their key's queue; the runners handle them (_KeyedRunners).
+
+        An event waits in the subscription's queue (where backpressure sees it) while
+        ``max_concurrency`` keys already have events pending.
+        """
         queue = self._queue
-        limit = self._max_concurrency
         key_of = self._key
-        pending: dict[object, deque[Event]] = {}
-        runners = self._tasks
-        loop = self._bus._loop
-        slot_free: asyncio.Event = asyncio.Event()
-
-        async def run_key_queue(key: object, items: deque[Event]) -> None:
-            try:
-                while items:
-                    await self._invoke(items[0])
-                    items.popleft()
-                    if self._closing and not self._drain_on_close:
-                        return
-            finally:
-                if items:  # closed without draining: these left the queue unhandled
-                    self.dropped += len(items)
-                    self._bus._dropped += len(items)
-                del pending[key]
-                slot_free.set()
-
+        runners = _KeyedRunners(self)
         try:
             while await self._idle():
                 while queue:
@@ -529,27 +520,23 @@ class Subscription:
                     except Exception as error:  # a broken key function is that sub's failure
                         queue.popleft()
                         self._fail(event, error)
+                        if self._closing and not self._drain_on_close:
+                            return
                         continue
-                    items = pending.get(key)
-                    if items is not None:
-                        items.append(queue.popleft())
-                    elif len(pending) < limit:
-                        items = deque((queue.popleft(),))
-                        pending[key] = items
-                        task = loop.create_task(run_key_queue(key, items))
-                        runners.add(task)
-                        task.add_done_callback(runners.discard)
-                    else:
-                        slot_free.clear()
-                        await slot_free.wait()
+                    if not runners.offer(key, event):
+                        await runners.key_done()
                         continue
-                    if self._space_waiters:
+                    queue.popleft()
+                    if self._space_waiters and not self._space_waiters[0].done():
                         self._release_space()
-            while runners:
-                await asyncio.gather(*runners, return_exceptions=True)
+            await runners.join()
         finally:
-            for task in runners:
-                task.cancel()
+            runners.stop()
+
+    def _count_dropped(self, count: int) -> None:
+        """Count events that left the queue but will never be handled (closed, cancelled)."""
+        self.dropped += count
+        self._bus._dropped += count
 
     # ------------------------------------------------------------ async iteration
     def __aiter__(self) -> AsyncIterator[Event]:
@@ -561,7 +548,7 @@ class Subscription:
         while True:
             if self._queue:
                 event = self._queue.popleft()
-                if self._space_waiters:
+                if self._space_waiters and not self._space_waiters[0].done():
                     self._release_space()
                 self.handled += 1
                 if self._once:
@@ -591,6 +578,173 @@ class Subscription:
     def __repr__(self) -> str:
         return (f"Subscription(id={self.id}, name={self.name!r}, "
                 f"queued={len(self._queue)}, closed={self._closing})")
+
+
+_FAN_OUT: Final = 2
+"""Runners a freshly woken keyed runner wakes when more keys are ready: the number of
+runners free to take ready keys doubles per loop turn while handlers suspend."""
+
+
+class _KeyedRunners:
+    """Keyed delivery's runners: at most ``max_concurrency`` tasks, each taking ready keys in
+    turn and handling one key's events in order.
+
+    A runner outlives the key it ran and parks when no key is ready, so interleaved runs cost
+    a deque per key rather than a task per key (a task per key, ended when the key's queue
+    emptied, made nearly every event pay for a task once a thousand runs interleaved).
+    Runners are woken on demand: a runner about to run a handler while keys are still ready
+    first makes sure another runner is free to take them, should the handler suspend.
+    """
+
+    def __init__(self, sub: Subscription) -> None:
+        self._sub = sub
+        self._loop = sub._bus._loop
+        self._limit = sub._max_concurrency
+        self._pending: dict[object, deque[Event]] = {}
+        """Every key with events not yet handled: being run, or ready."""
+        self._ready: deque[tuple[object, deque[Event]]] = deque()
+        """Keys with events that no runner has taken yet, oldest first."""
+        self._parked: list[asyncio.Future[None]] = []
+        self._free = 0
+        """Runners started or woken that have not yet taken a key or parked: each will look
+        at ``_ready`` before it parks, so a key made ready while one is free needs no wake."""
+        self._runners = 0
+        self._key_done: asyncio.Future[None] | None = None
+        self._stopped = False
+
+    # ------------------------------------------------------------------ dispatcher side
+    def offer(self, key: object, event: Event) -> bool:
+        """Queue ``event`` behind its key; False when ``max_concurrency`` keys are pending."""
+        items = self._pending.get(key)
+        if items is not None:
+            items.append(event)
+            return True
+        if len(self._pending) >= self._limit:
+            return False
+        items = deque((event,))
+        self._pending[key] = items
+        self._ready.append((key, items))
+        if not self._free:
+            self._kick()
+        return True
+
+    async def key_done(self) -> None:
+        """Wait until some key has no events left."""
+        waiter = self._loop.create_future()
+        self._key_done = waiter
+        await waiter
+
+    async def join(self) -> None:
+        """Wait until every pending key's events are handled."""
+        while self._pending:
+            await self.key_done()
+
+    def stop(self) -> None:
+        """End the runners; count what none of them will handle as dropped.
+
+        After a drain no key is pending, so every runner is parked or about to park: it is
+        woken to return, which costs less than cancelling it. Otherwise (close without
+        draining, the worker cancelled) the runners are cancelled, handlers with them.
+        """
+        self._stopped = True
+        self._limit = 0  # no runner is woken or started from now on
+        parked, self._parked = self._parked, []
+        if not self._pending:
+            for waiter in parked:
+                if not waiter.done():
+                    waiter.set_result(None)
+            return
+        left = 0
+        for items in self._pending.values():
+            left += len(items)
+            items.clear()
+        self._pending.clear()
+        self._ready.clear()
+        if left:
+            self._sub._count_dropped(left)
+        for task in self._sub._tasks:
+            task.cancel()
+
+    # ---------------------------------------------------------------------- runners
+    def _kick(self) -> bool:
+        """Make one more runner free: wake a parked one, else start one under the limit."""
+        if self._parked:
+            self._parked.pop().set_result(None)  # the most recently parked: warm
+        elif self._runners < self._limit:
+            self._runners += 1
+            tasks = self._sub._tasks
+            task = self._loop.create_task(self._run())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        else:
+            return False
+        self._free += 1
+        return True
+
+    async def _run(self) -> None:
+        """Take ready keys until none is left, then park until kicked.
+
+        A key's events are handled inline (no coroutine per key): a thousand interleaved
+        runs make nearly every event a key of its own.
+        """
+        sub = self._sub
+        ready = self._ready
+        fresh = True  # just started or woken: it starts the fan-out
+        try:
+            while True:
+                while ready:
+                    key, items = ready.popleft()
+                    if ready:
+                        self._spare(fresh)
+                    fresh = False
+                    self._free -= 1
+                    try:
+                        while items and not (sub._closing and not sub._drain_on_close):
+                            event = items.popleft()
+                            try:
+                                await sub._invoke(event)
+                            except asyncio.CancelledError:
+                                if sub._closing and not sub._drain_on_close:
+                                    sub._count_dropped(1)  # _invoke did not count it
+                                raise
+                    finally:
+                        self._key_finished(key, items)
+                    self._free += 1
+                if self._stopped:
+                    return
+                parked = self._loop.create_future()
+                self._parked.append(parked)
+                self._free -= 1
+                await parked
+                if self._stopped:
+                    return
+                fresh = True
+        finally:
+            self._runners -= 1
+
+    def _spare(self, fresh: bool) -> None:
+        """Before running a handler while keys are ready, free another runner to take them.
+
+        A freshly woken runner frees up to ``_FAN_OUT`` more, so while handlers suspend the
+        free runners double per loop turn; one that handles without suspending takes the
+        ready keys itself, and those it woke find nothing and park again.
+        """
+        others = self._free - 1
+        wanted = min(len(self._ready), others + _FAN_OUT) if fresh else 1
+        while others < wanted and self._kick():
+            others += 1
+
+    def _key_finished(self, key: object, items: deque[Event]) -> None:
+        """Forget ``key`` (counting events left unhandled) and wake a dispatcher waiting."""
+        if items:  # closed without draining, or the runner was cancelled
+            self._sub._count_dropped(len(items))
+            items.clear()
+        self._pending.pop(key, None)
+        waiter = self._key_done
+        if waiter is not None:
+            self._key_done = None
+            if not waiter.done():
+                waiter.set_result(None)
 
 
 def describe_handler(handler: Any) -> str:

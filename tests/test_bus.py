@@ -1464,6 +1464,26 @@ async def test_republishing_the_same_event_object() -> None:
     assert [e.seq for e in bus.history()] == [3, 2, 1]
 
 
+async def test_republishing_into_a_full_block_queue_delivers_the_new_copy() -> None:
+    """The publisher waits for room, then queues the copy it stamped, not the original."""
+    bus = EventBus()
+    sub, gate, got = await _gated_subscriber(bus, buffer=1, backpressure="block")
+    event = ev(MUST)
+    await bus.publish(event)  # seq 1: the handler holds it
+    await until(lambda: len(got) == 1)
+    await bus.publish(ev(MUST))  # seq 2 fills the queue
+    publisher = asyncio.create_task(bus.publish(event))  # seq 3 waits for room
+    await spin()
+    assert not publisher.done()
+    gate.set()
+    result = await asyncio.wait_for(publisher, 1)
+    assert (result.seq, result.delivered, result.blocked) == (3, 1, 1)
+    await bus.close()
+    assert [e.seq for e in got] == [1, 2, 3]
+    assert got[2] is not event and got[2].id == event.id
+    assert sub.stats().handled == 3
+
+
 # ======================================================================= close
 async def test_close_drain_delivers_queued_events_then_ends_every_subscription() -> None:
     bus = EventBus()
