@@ -80,7 +80,9 @@ EMPTY_SCOPE: Final = Scope()
 EMPTY_CORRELATION: Final = Correlation()
 _EMPTY_MAPPING: Final[Mapping[str, JSONValue]] = MappingProxyType({})
 
-_id_prefix: Final = os.urandom(6).hex()
+_id_prefix: Final = os.urandom(6).hex() + "-"
+"""Random per process; the counter after it is decimal (formatting it as zero-padded hex
+cost a fifth of a microsecond per event more)."""
 _id_counter = itertools.count(1)
 
 
@@ -89,7 +91,7 @@ def new_event_id() -> str:
 
     ``Event.__init__`` inlines the same expression.
     """
-    return f"{_id_prefix}{next(_id_counter):010x}"
+    return f"{_id_prefix}{next(_id_counter)}"
 
 
 def freeze_json(value: object, where: str = "payload") -> JSONValue:
@@ -271,7 +273,7 @@ class Event:
         elif type(time_ns) is not int or time_ns < 0:
             raise EventValidationError(f"time_ns must be a non-negative int, got {time_ns!r}")
         if id is None:
-            id = f"{_id_prefix}{next(_id_counter):010x}"
+            id = f"{_id_prefix}{next(_id_counter)}"
         elif type(id) is not str or not id:
             raise EventValidationError(f"id must be a non-empty str, got {id!r}")
         _set_id(self, id)
@@ -446,7 +448,7 @@ def _library_event(
     else:
         payload = _EMPTY_MAPPING
     event: Event = _new_object(Event)
-    _set_id(event, f"{_id_prefix}{next(_id_counter):010x}")
+    _set_id(event, f"{_id_prefix}{next(_id_counter)}")
     _set_kind(event, kind)
     _set_time_ns(event, _time_ns())
     _set_source(event, source)

@@ -31,6 +31,8 @@ from types import TracebackType
 from typing import Any, Final, Protocol, TypeVar, overload
 
 from opentelemetry import context as otel_context
+from opentelemetry.trace import NonRecordingSpan as _NonRecordingSpan
+from opentelemetry.trace import set_span_in_context as _set_span_in_context
 
 from .bus import EventBus
 from .events import (
@@ -82,6 +84,8 @@ _CANCELLED: Final = (asyncio.CancelledError, GeneratorExit)
 
 _default_bus: EventBus | None = None
 _new_object = object.__new__
+_NO_ARGUMENTS: Final = _freeze({}, "payload", 0)
+"""The frozen ``{}`` every call without arguments shares."""
 _attach = otel_context.attach
 _detach = otel_context.detach
 
@@ -183,7 +187,8 @@ def _error_payload(error: BaseException) -> dict[str, Any]:
 
 
 class _Arguments:
-    """Turns a call's arguments into a JSON payload (``self``/``cls`` left out)."""
+    """Turns a call's arguments into a JSON payload (``self``/``cls`` left out; the values
+    of secret-looking parameters, ``api_key`` and the like, as ``"[redacted]"``)."""
 
     __slots__ = ("_positional", "_required", "_signature", "_simple")
 
@@ -211,7 +216,7 @@ class _Arguments:
             for index, (name, value) in enumerate(zip(self._positional, args, strict=False)):
                 if index == 0 and name in ("self", "cls"):
                     continue
-                out[name] = json_data(value)
+                out[name] = REDACTED if is_secret_key(name) else json_data(value)
             return out
         if self._signature is not None:
             try:
@@ -227,9 +232,9 @@ class _Arguments:
                     if parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
                         out.update(json_data(value))
                     else:
-                        out[name] = json_data(value)
+                        out[name] = REDACTED if is_secret_key(name) else json_data(value)
                 return out
-        out = {key: json_data(value) for key, value in kwargs.items()}
+        out = json_data(kwargs)
         if args:
             out["args"] = json_data(args)
         return out
@@ -307,7 +312,10 @@ class _Scope:
         elif node_id is not None:
             self._scope = Scope(node_id=node_id)
         started = self.started = self._start()
-        self._otel_token = _attach(context_of(started))
+        span_context = started._span_context  # stamped by the mirror, if one is attached
+        self._otel_token = _attach(
+            _set_span_in_context(_NonRecordingSpan(span_context))  # type: ignore[arg-type]
+            if span_context is not None else context_of(started))
         self._var_token = self._active.set(self)
 
     def _exit(self, error: BaseException | None) -> None:
@@ -388,8 +396,10 @@ class ToolCall(_Scope):
                                    "tool_type": self.tool_type}
         arguments = self.arguments
         if arguments is not None:
-            payload["arguments"] = (_freeze(arguments, "payload", 0) if self._arguments_are_json
-                                    else _frozen_json(arguments))
+            payload["arguments"] = (
+                _NO_ARGUMENTS if type(arguments) is dict and not arguments
+                else _freeze(arguments, "payload", 0) if self._arguments_are_json
+                else _frozen_json(arguments))
         if self.description:
             payload["description"] = self.description
         return self._emit("agent.tool.call.started", payload, self._source, frozen=True)

@@ -953,6 +953,7 @@ def _method(self: object, q: str) -> None: ...
 def _var(a: int, *rest: int, **options: int) -> None: ...
 def _positional_only(a: int, /, b: int = 1) -> None: ...
 def _keyword_required(a: int, *, c: int) -> None: ...
+def _secret(query: str, api_key: str) -> None: ...
 
 
 @pytest.mark.parametrize("function, args, kwargs", [
@@ -961,6 +962,8 @@ def _keyword_required(a: int, *, c: int) -> None: ...
     (_method, ("self", "q"), {}), (_method, ("self",), {}), (_var, (1, 2, 3), {"k": 4}),
     (_positional_only, (1, 2), {}), (_keyword_required, (1,), {}),
     (_keyword_required, (1,), {"c": 2}), (lambda: None, (), {}), (lambda: None, (1,), {}),
+    (_secret, ("q", "sk-1"), {}), (_secret, ("q",), {"api_key": "sk-1"}),
+    (_var, (1,), {"api_key": "sk-1"}),
 ])
 def test_arguments_fast_path_gives_what_signature_bind_gives(
         function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -969,13 +972,17 @@ def test_arguments_fast_path_gives_what_signature_bind_gives(
         bound = signature.bind(*args, **kwargs).arguments
     except TypeError:  # the call itself will fail: its arguments are kept as they came
         expected: dict[str, Any] = {**kwargs, **({"args": list(args)} if args else {})}
+        expected = {k: "[redacted]" if k == "api_key" else v for k, v in expected.items()}
     else:
         expected = {}
         for index, (name, value) in enumerate(bound.items()):
             if index == 0 and name in ("self", "cls"):
                 continue
             if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
-                expected.update(value)
+                expected.update({k: "[redacted]" if k == "api_key" else v
+                                 for k, v in value.items()})
+            elif name == "api_key":
+                expected[name] = "[redacted]"
             elif isinstance(value, tuple):
                 expected[name] = list(value)
             else:

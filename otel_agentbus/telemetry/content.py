@@ -9,6 +9,7 @@ types and truncated: the mirror builds spans itself, so the SDK's limits are app
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -91,7 +92,10 @@ def capture_mode_from_env() -> CaptureMode:
         ) from None
 
 
+@functools.lru_cache(maxsize=4096)
 def is_secret_key(key: str) -> bool:
+    """Whether the value under ``key`` is a secret (asked for every key of every payload
+    converted or exported: the same few keys again and again, hence the cache)."""
     lowered = key.lower()
     return lowered in SECRET_KEYS or lowered.endswith(("_token", "_secret", "_password"))
 
