@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +16,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event as SpanEvent
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
@@ -22,7 +24,12 @@ from opentelemetry.trace.span import TraceState
 from telemetry_helpers import forget, fresh_global_tracer_provider
 
 from otel_agentbus import Event, EventBus, Scope, configure
-from otel_agentbus.telemetry.otlp import SpanEncoder, with_fast_encoder
+from otel_agentbus.telemetry.otlp import (
+    SpanEncoder,
+    _EncodedTraceServiceStub,
+    _request_bytes,
+    with_fast_encoder,
+)
 
 
 def same(spans: list[ReadableSpan]) -> None:
@@ -130,9 +137,34 @@ def test_exporter_translates_with_the_encoder() -> None:
     assert type(exporter) is OTLPSpanExporter
     try:
         spans = [span(attributes={"a": "b"})]
-        assert exporter._translate_data(spans) == encode_spans(spans)
+        request = exporter._translate_data(spans)
+        # The encoder's bytes go to gRPC as they are: no parse and serialize again.
+        assert type(request) is bytes
+        assert ExportTraceServiceRequest.FromString(request) == encode_spans(spans)
+        assert isinstance(exporter._client, _EncodedTraceServiceStub)
+        exporter._initialize_channel_and_stub()  # what the exporter does on UNAVAILABLE
+        assert isinstance(exporter._client, _EncodedTraceServiceStub)
     finally:
         exporter.shutdown()
+
+
+def test_request_bytes_reach_a_server_as_the_request(tmp_path: Path) -> None:
+    from otel_agentbus.receiver import Receiver
+
+    with Receiver(tmp_path / "r.db") as receiver:
+        exporter = with_fast_encoder(OTLPSpanExporter(endpoint=receiver.grpc_endpoint,
+                                                      insecure=True))
+        try:
+            assert exporter.export([span(attributes={"a": "b"})]) is SpanExportResult.SUCCESS
+        finally:
+            exporter.shutdown()
+        assert receiver.stats().spans == 1
+
+
+def test_stub_still_serializes_messages() -> None:
+    request = encode_spans([span()])
+    assert _request_bytes(request) == request.SerializeToString()
+    assert _request_bytes(b"raw") == b"raw"
 
 
 def test_configure_uses_the_encoder_and_a_larger_queue(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -151,3 +183,104 @@ def test_configure_uses_the_encoder_and_a_larger_queue(monkeypatch: pytest.Monke
             assert "_translate_data" in vars(inner)
         finally:
             telemetry.shutdown(timeout=1.0)
+
+
+def test_a_large_batch_is_encoded_as_requests_within_the_limit() -> None:
+    resource = Resource({"service.name": "svc"})
+    spans = [span(context=context(n), attributes={"n": n, "text": "x" * 100},
+                  resource=resource if n % 3 else Resource({}))
+             for n in range(1, 41)]
+    whole = SpanEncoder().encode(spans)
+    requests = SpanEncoder().encode_requests(spans, limit=len(whole) // 5)
+    assert len(requests) > 1
+    assert all(len(request) <= len(whole) // 5 for request in requests)
+    parsed = [ExportTraceServiceRequest.FromString(request) for request in requests]
+    ids = sorted(s.span_id for request in parsed for rs in request.resource_spans
+                 for ss in rs.scope_spans for s in ss.spans)
+    assert ids == sorted(s.span_id for rs in encode_spans(spans).resource_spans
+                         for ss in rs.scope_spans for s in ss.spans)
+    for part, request in zip(_halves(spans, len(requests)), parsed, strict=True):
+        assert request == encode_spans(part)
+    assert SpanEncoder().encode_requests(spans, limit=len(whole)) == [whole]
+    assert len(SpanEncoder().encode_requests(spans[:1], limit=10)) == 1  # cannot split one
+
+
+def _halves(spans: list[ReadableSpan], parts: int) -> list[list[ReadableSpan]]:
+    """How encode_requests splits ``spans`` when every half of half is still too large
+    until ``parts`` equal pieces (a power of two)."""
+    if parts == 1:
+        return [spans]
+    half = len(spans) // 2
+    return _halves(spans[:half], parts // 2) + _halves(spans[half:], parts // 2)
+
+
+def test_a_batch_over_the_request_limit_reaches_the_receiver_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from otel_agentbus.receiver import Receiver
+    from otel_agentbus.telemetry import otlp
+
+    monkeypatch.setattr(otlp, "MAX_REQUEST_BYTES", 2_000)
+    spans = [span(context=context(n), attributes={"text": "x" * 100}) for n in range(1, 51)]
+    with Receiver(tmp_path / "r.db") as receiver:
+        exporter = with_fast_encoder(OTLPSpanExporter(endpoint=receiver.grpc_endpoint,
+                                                      insecure=True))
+        try:
+            assert type(exporter._translate_data(spans)) is otlp._Requests
+            assert exporter.export(spans) is SpanExportResult.SUCCESS
+        finally:
+            exporter.shutdown()
+        stats = receiver.stats()
+    assert stats.spans == 50
+    assert stats.requests > 4  # several requests, each within the limit
+
+
+def test_parts_share_the_calls_deadline() -> None:
+    from otel_agentbus.telemetry.otlp import _Export, _Requests
+
+    timeouts: list[float | None] = []
+
+    def call(request: bytes, metadata: Any = None, timeout: float | None = None) -> str:
+        timeouts.append(timeout)
+        time.sleep(0.05)
+        return f"answer to {request!r}"
+
+    export = _Export(call)
+    assert export(b"one", metadata=(), timeout=5.0) == "answer to b'one'"
+    assert export(_Requests((b"a", b"b", b"c")), timeout=1.0) == "answer to b'c'"
+    assert timeouts[0] == 5.0
+    assert timeouts[1] is not None and timeouts[3] is not None
+    assert 1.0 >= timeouts[1] > timeouts[2] > timeouts[3] > 0.8
+    assert export(_Requests((b"a", b"b")), timeout=None) == "answer to b'b'"
+    assert timeouts[-1] is None
+
+
+def test_dropped_counts_of_sdk_spans_and_other_classes() -> None:
+    from opentelemetry.sdk.trace import SpanLimits
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(span_limits=SpanLimits(max_span_attributes=1, max_events=1,
+                                                     max_links=1))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("t")
+    links = [Link(context(n)) for n in (5, 6, 7)]
+    with tracer.start_as_current_span("s", attributes={"a": 1, "b": 2, "c": 3},
+                                      links=links) as sdk_span:
+        sdk_span.add_event("e1")
+        sdk_span.add_event("e2")
+    (finished,) = exporter.get_finished_spans()
+    assert (finished.dropped_attributes, finished.dropped_events,
+            finished.dropped_links) == (2, 1, 2)
+
+    class Counted(ReadableSpan):
+        """A span class of its own: its properties are what counts."""
+
+        @property
+        def dropped_attributes(self) -> int:
+            return 4
+
+    ours = Counted(name="c", context=context(8), attributes={"a": 1}, start_time=1, end_time=2)
+    same([finished, ours])
+    request = ExportTraceServiceRequest.FromString(SpanEncoder().encode([finished, ours]))
+    encoded = [s for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    assert [s.dropped_attributes_count for s in encoded] == [2, 4]
+    assert [(s.dropped_events_count, s.dropped_links_count) for s in encoded] == [(1, 2), (0, 0)]

@@ -57,8 +57,7 @@ class _Exporter:
             self.ingest.rejected()
             _abort(context, grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
         try:
-            request = self.signal.parse(data)
-            return self.ingest.export(self.signal, request)
+            return self.ingest.export_protobuf(self.signal, data)
         except MalformedRequest as exc:
             self.ingest.rejected()
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))

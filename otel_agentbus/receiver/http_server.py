@@ -169,10 +169,9 @@ class _Handler(BaseHTTPRequestHandler):
             body = _decompress(body, encoding, self._server.max_body)
             try:
                 if content_type == PROTOBUF:
-                    request = signal.parse(body)
+                    response = self._server.ingest.export_protobuf(signal, body)
                 else:
-                    request = parse_json(signal, body)
-                response = self._server.ingest.export(signal, request)
+                    response = self._server.ingest.export(signal, parse_json(signal, body))
             except MalformedRequest as exc:
                 raise _HTTPError(HTTPStatus.BAD_REQUEST, str(exc)) from None
         except _HTTPError as exc:

@@ -26,6 +26,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from .convert import MalformedRequest, log_records, metric_records, span_records
+from .fast_spans import fast_span_values
 from .store import Store
 
 
@@ -90,6 +91,17 @@ class Ingest:
         self._points = 0
         self._logs = 0
 
+    def export_protobuf(self, signal: Signal, data: bytes) -> Message:
+        """Decode a binary protobuf request and store it, as ``export(signal,
+        signal.parse(data))`` does; traces take the fast decoder when it applies."""
+        if signal is Signal.TRACES:
+            spans = fast_span_values(data)
+            if spans is not None:
+                self.store.write(spans=spans)
+                self._count(spans=spans.count)
+                return signal.empty_response()
+        return self.export(signal, signal.parse(data))
+
     def export(self, signal: Signal, request: Message) -> Message:
         """Validate and store one request; raises :class:`MalformedRequest` before writing."""
         spans = metrics = logs = 0
@@ -107,12 +119,15 @@ class Ingest:
             logs = len(records)
         else:  # pragma: no cover - programming error
             raise TypeError(f"not an OTLP export request: {type(request).__name__}")
+        self._count(spans=spans, metrics=metrics, logs=logs)
+        return signal.empty_response()
+
+    def _count(self, *, spans: int = 0, metrics: int = 0, logs: int = 0) -> None:
         with self._lock:
             self._requests += 1
             self._spans += spans
             self._points += metrics
             self._logs += logs
-        return signal.empty_response()
 
     def rejected(self) -> None:
         """Count a request refused for auth, size, encoding or content."""

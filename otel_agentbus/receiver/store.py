@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
-from .convert import LogRecordRow, MetricPointRecord, SpanRecord
+from .convert import SPAN_COLUMNS, LogRecordRow, MetricPointRecord, SpanRecord, SpanValues
 
 SCHEMA_VERSION = 1
 
@@ -117,11 +117,11 @@ def _upsert_spans_sql(rows: int) -> str:
     return sql
 
 
-def _upsert_spans(conn: sqlite3.Connection, spans: Sequence[SpanRecord]) -> None:
-    step = _SPANS_PER_STATEMENT
-    for start in range(0, len(spans), step):
-        chunk = spans[start:start + step]
-        conn.execute(_upsert_spans_sql(len(chunk)), [value for row in chunk for value in row])
+def _upsert_spans(conn: sqlite3.Connection, spans: SpanValues) -> None:
+    values, step = spans.values, _SPANS_PER_STATEMENT * SPAN_COLUMNS
+    for start in range(0, len(values), step):
+        chunk = values[start:start + step]
+        conn.execute(_upsert_spans_sql(len(chunk) // SPAN_COLUMNS), chunk)
 
 
 _INSERT_METRIC = _insert_sql("metrics", MetricPointRecord._fields)
@@ -162,26 +162,26 @@ class Store:
 
     def write(
         self,
-        spans: Sequence[SpanRecord] = (),
+        spans: Sequence[SpanRecord] | SpanValues = (),
         metrics: Sequence[MetricPointRecord] = (),
         logs: Sequence[LogRecordRow] = (),
     ) -> None:
         """Store all rows of one request in a single transaction."""
-        if not (spans or metrics or logs):
+        values = spans if isinstance(spans, SpanValues) else SpanValues.of(spans)
+        if not (values.count or metrics or logs):
             return
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"store {self.path} is closed")
             conn = self._conn
-            if not (metrics or logs) and len(spans) <= _SPANS_PER_STATEMENT:
+            if not (metrics or logs) and values.count <= _SPANS_PER_STATEMENT:
                 # One statement is one transaction of its own: no BEGIN/COMMIT round trips.
-                conn.execute(_upsert_spans_sql(len(spans)),
-                             [value for row in spans for value in row])
+                conn.execute(_upsert_spans_sql(values.count), values.values)
                 return
             conn.execute("BEGIN IMMEDIATE")
             try:
-                if spans:
-                    _upsert_spans(conn, spans)
+                if values.count:
+                    _upsert_spans(conn, values)
                 if metrics:
                     conn.executemany(_INSERT_METRIC, metrics)
                 if logs:
