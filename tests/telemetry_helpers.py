@@ -22,6 +22,8 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import Sampler
+from opentelemetry.trace import SpanContext, TraceFlags
+from opentelemetry.trace.span import TraceState
 from opentelemetry.util._once import Once
 
 from otel_agentbus import EventBus, configure
@@ -214,3 +216,15 @@ def start_receiver(tmp: Path) -> Receiver:
         proc.wait(timeout=5)
         pytest.fail(f"receiver did not report ready: {stderr_path.read_text()}")
     return Receiver(proc, json.loads(line), db)
+
+
+def context(span_id: int = 2, remote: bool = False, state: TraceState | None = None) -> SpanContext:
+    """A sampled span context in a fixed trace, for spans built by hand."""
+    return SpanContext(0x1234, span_id, remote, TraceFlags(TraceFlags.SAMPLED), state)
+
+
+def span(**fields: Any) -> ReadableSpan:
+    """A finished SDK span with the given fields (name, context and times default)."""
+    defaults: dict[str, Any] = {"name": "s", "context": context(), "start_time": 10,
+                                "end_time": 20}
+    return ReadableSpan(**{**defaults, **fields})

@@ -17,12 +17,12 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event as SpanEvent
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace import Link, SpanKind
 from opentelemetry.trace import Status as SdkStatus
 from opentelemetry.trace import StatusCode as SdkStatusCode
 from opentelemetry.trace.span import TraceState
+from telemetry_helpers import context, span
 
 from otel_agentbus.receiver.convert import (
     SPAN_COLUMNS,
@@ -57,16 +57,6 @@ def same_rows(data: bytes) -> list[SpanRecord]:
     assert rows is not None, "the fast path left an ordinary request to the reference path"
     assert rows == reference(data)
     return rows
-
-
-def context(span_id: int = 2, remote: bool = False, state: TraceState | None = None) -> SpanContext:
-    return SpanContext(0x1234, span_id, remote, TraceFlags(TraceFlags.SAMPLED), state)
-
-
-def span(**fields: Any) -> ReadableSpan:
-    defaults: dict[str, Any] = {"name": "s", "context": context(), "start_time": 10,
-                                "end_time": 20}
-    return ReadableSpan(**{**defaults, **fields})
 
 
 def request(*spans: Span) -> bytes:

@@ -19,9 +19,9 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.span import TraceState
-from telemetry_helpers import forget, fresh_global_tracer_provider
+from telemetry_helpers import context, forget, fresh_global_tracer_provider, span
 
 from otel_agentbus import Event, EventBus, Scope, configure
 from otel_agentbus.telemetry.otlp import (
@@ -35,16 +35,6 @@ from otel_agentbus.telemetry.otlp import (
 def same(spans: list[ReadableSpan]) -> None:
     ours = ExportTraceServiceRequest.FromString(SpanEncoder().encode(spans))
     assert ours == encode_spans(spans)
-
-
-def context(span_id: int = 2, remote: bool = False, state: TraceState | None = None) -> SpanContext:
-    return SpanContext(0x1234, span_id, remote, TraceFlags(TraceFlags.SAMPLED), state)
-
-
-def span(**fields: Any) -> ReadableSpan:
-    defaults: dict[str, Any] = {"name": "s", "context": context(), "start_time": 10,
-                                "end_time": 20}
-    return ReadableSpan(**{**defaults, **fields})
 
 
 def test_every_span_field() -> None:
