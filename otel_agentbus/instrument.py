@@ -28,7 +28,7 @@ import math
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping
 from contextlib import ExitStack
 from types import TracebackType
-from typing import Any, Final, Protocol, TypeVar, overload
+from typing import Any, Final, Protocol, Self, TypeVar, overload
 
 from opentelemetry import context as otel_context
 from opentelemetry.trace import NonRecordingSpan as _NonRecordingSpan
@@ -318,6 +318,21 @@ class _Scope:
             if span_context is not None else context_of(started))
         self._var_token = self._active.set(self)
 
+    def __enter__(self) -> Self:
+        self._enter()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._exit(error)
+
+    async def __aenter__(self) -> Self:
+        return self.__enter__()
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self._exit(error)
+
     def _exit(self, error: BaseException | None) -> None:
         try:
             self._finish(error)
@@ -423,21 +438,6 @@ class ToolCall(_Scope):
             self._emit_guarded("agent.tool.call.completed", payload, self._source,
                                Severity.ERROR, frozen=True)
 
-    def __enter__(self) -> ToolCall:
-        self._enter()
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self._exit(error)
-
-    async def __aenter__(self) -> ToolCall:
-        return self.__enter__()
-
-    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        self._exit(error)
-
 
 class LLMCall(_Scope):
     """One LLM call: ``agent.llm.request``, then ``agent.llm.response`` or ``failed``.
@@ -531,20 +531,6 @@ class LLMCall(_Scope):
         self._emit_guarded("agent.llm.failed", {**base, **_error_payload(error)},
                            self._source(), Severity.ERROR)
 
-    def __enter__(self) -> LLMCall:
-        self._enter()
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self._exit(error)
-
-    async def __aenter__(self) -> LLMCall:
-        return self.__enter__()
-
-    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        self._exit(error)
 
 
 def _check_node(node_id: object, max_iterations: object) -> None:
@@ -592,21 +578,6 @@ class NodeLoop(_Scope):
     def iteration(self) -> NodeIteration:
         """The next iteration: ``with loop.iteration(): ...`` (its span is current inside)."""
         return NodeIteration(self)
-
-    def __enter__(self) -> NodeLoop:
-        self._enter()
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self._exit(error)
-
-    async def __aenter__(self) -> NodeLoop:
-        return self.__enter__()
-
-    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        self._exit(error)
 
 
 _CURRENT_NODE: contextvars.ContextVar[NodeLoop | None] = contextvars.ContextVar(
