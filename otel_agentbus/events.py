@@ -276,18 +276,8 @@ class Event:
             id = f"{_id_prefix}{next(_id_counter)}"
         elif type(id) is not str or not id:
             raise EventValidationError(f"id must be a non-empty str, got {id!r}")
-        _set_id(self, id)
-        _set_kind(self, kind)
-        _set_time_ns(self, time_ns)
-        _set_source(self, source)
-        _set_scope(self, scope)
-        _set_correlation(self, correlation)
-        _set_severity(self, severity)
-        _set_payload(self, frozen_payload)
-        _set_attrs(self, frozen_attrs)
-        _set_seq(self, None)
-        _set_must_deliver(self, kind in MUST_DELIVER_KINDS)
-        _set_span_context(self, None)
+        _fill(self, id, kind, time_ns, source, scope, correlation, severity, frozen_payload,
+              frozen_attrs)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(
@@ -426,6 +416,24 @@ _set_seq = _slot_setter("seq")
 _set_must_deliver = _slot_setter("_must_deliver")
 _set_span_context = _slot_setter("_span_context")
 _time_ns = time.time_ns
+
+
+def _fill(event: Event, id: str, kind: str, time_ns: int, source: Source, scope: Scope,
+          correlation: Correlation, severity: Severity, payload: Mapping[str, JSONValue],
+          attrs: Mapping[str, JSONValue]) -> None:
+    """Set every slot of a new, unpublished event from checked values."""
+    _set_id(event, id)
+    _set_kind(event, kind)
+    _set_time_ns(event, time_ns)
+    _set_source(event, source)
+    _set_scope(event, scope)
+    _set_correlation(event, correlation)
+    _set_severity(event, severity)
+    _set_payload(event, payload)
+    _set_attrs(event, attrs)
+    _set_seq(event, None)
+    _set_must_deliver(event, kind in MUST_DELIVER_KINDS)
+    _set_span_context(event, None)
 _COMPARED: Final = tuple(name for name in Event.__slots__ if name != "_span_context")
 """The span context object is a local cache of ``correlation``; equality ignores it."""
 _new_object = object.__new__
@@ -448,16 +456,6 @@ def _library_event(
     else:
         payload = _EMPTY_MAPPING
     event: Event = _new_object(Event)
-    _set_id(event, f"{_id_prefix}{next(_id_counter)}")
-    _set_kind(event, kind)
-    _set_time_ns(event, _time_ns())
-    _set_source(event, source)
-    _set_scope(event, scope)
-    _set_correlation(event, EMPTY_CORRELATION)
-    _set_severity(event, severity)
-    _set_payload(event, payload)
-    _set_attrs(event, _EMPTY_MAPPING)
-    _set_seq(event, None)
-    _set_must_deliver(event, kind in MUST_DELIVER_KINDS)
-    _set_span_context(event, None)
+    _fill(event, f"{_id_prefix}{next(_id_counter)}", kind, _time_ns(), source, scope,
+          EMPTY_CORRELATION, severity, payload, _EMPTY_MAPPING)
     return event

@@ -38,7 +38,6 @@ from .bus import EventBus
 from .events import (
     EMPTY_SCOPE,
     Event,
-    EventValidationError,
     JSONValue,
     Scope,
     Severity,
@@ -152,13 +151,23 @@ def json_data(value: Any, _depth: int = 0) -> Any:
     return repr(value)
 
 
-def _frozen_json(value: Any) -> JSONValue:
-    """:func:`json_data` of ``value``, frozen as an event payload value. It cannot fail:
-    ``json_data`` turns anything nested deeper than the event's limit into text."""
+def _frozen_json(value: Any, converted: bool = False) -> JSONValue:
+    """:func:`json_data` of ``value`` (unless ``converted`` says it is that already), frozen
+    as an event payload value. It cannot fail: ``json_data`` turns anything nested deeper
+    than the event's limit into text. An empty dict is the shared frozen one."""
     kind = type(value)
     if value is None or kind is str or kind is int or kind is bool:
         return value
-    return _freeze(json_data(value), "payload", 0)
+    if kind is dict and not value:
+        return _NO_ARGUMENTS
+    return _freeze(value if converted else json_data(value), "payload", 0)
+
+
+def _check_tool(name: object, tool_type: object, description: object) -> None:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"tool name must be a non-empty str, got {name!r}")
+    _check_str("tool_type", tool_type)
+    _check_str("description", description)
 
 
 def _check_str(name: str, value: object) -> None:
@@ -258,9 +267,8 @@ class _Scope:
 
     _active: contextvars.ContextVar[Any]
 
-    def __init__(self, bus: EventBus | None, what: str) -> None:
+    def __init__(self, bus: EventBus | None) -> None:
         self._explicit_bus = bus
-        self._what = what
         self.started: Event | None = None
         """The start event, stamped with the span's ids once published."""
         self.run: RunHandle | None = None
@@ -270,6 +278,11 @@ class _Scope:
         self._var_token: contextvars.Token[Any] | None = None
 
     # subclasses
+    @property
+    def _what(self) -> str:
+        """Names the scope in errors and warnings (built only when one is raised)."""
+        raise NotImplementedError
+
     def _node_id(self) -> str | None:
         loop = _CURRENT_NODE.get()
         return loop.node_id if loop is not None and loop.run is self.run else None
@@ -363,17 +376,13 @@ class ToolCall(_Scope):
     def __init__(self, name: str, *, arguments: Any = None, tool_type: str = "function",
                  tool_call_id: str | None = None, description: str | None = None,
                  bus: EventBus | None = None) -> None:
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"tool name must be a non-empty str, got {name!r}")
-        _check_str("tool_type", tool_type)
+        _check_tool(name, tool_type, description)
         _check_str("tool_call_id", tool_call_id)
-        _check_str("description", description)
         self._setup(name, arguments, tool_type, tool_call_id, description, bus,
                     Source("tool", name), False)
 
     @property
-    def _what(self) -> str:  # type: ignore[override]
-        """Names the call in errors; built only when one is raised."""
+    def _what(self) -> str:
         return f"tool {self.name!r}"
 
     @classmethod
@@ -388,13 +397,7 @@ class ToolCall(_Scope):
     def _setup(self, name: str, arguments: Any, tool_type: str, tool_call_id: str | None,
                description: str | None, bus: EventBus | None, source: Source,
                arguments_are_json: bool) -> None:
-        self._explicit_bus = bus
-        self.started = None
-        self.run = None
-        self._bus = None
-        self._scope = EMPTY_SCOPE
-        self._otel_token = None
-        self._var_token = None
+        _Scope.__init__(self, bus)
         self.name = name
         self.arguments = arguments
         self.tool_type = tool_type
@@ -409,12 +412,8 @@ class ToolCall(_Scope):
         # Every value is a str or frozen already: the event skips the payload check.
         payload: dict[str, Any] = {"tool_call_id": self.tool_call_id, "tool_name": self.name,
                                    "tool_type": self.tool_type}
-        arguments = self.arguments
-        if arguments is not None:
-            payload["arguments"] = (
-                _NO_ARGUMENTS if type(arguments) is dict and not arguments
-                else _freeze(arguments, "payload", 0) if self._arguments_are_json
-                else _frozen_json(arguments))
+        if self.arguments is not None:
+            payload["arguments"] = _frozen_json(self.arguments, self._arguments_are_json)
         if self.description:
             payload["description"] = self.description
         return self._emit("agent.tool.call.started", payload, self._source, frozen=True)
@@ -424,11 +423,7 @@ class ToolCall(_Scope):
         if error is None:
             payload["is_error"] = False
             if self.result is not None:
-                try:
-                    payload["result"] = _frozen_json(self.result)
-                except EventValidationError:
-                    logger.warning("could not record the result of %s", self._what,
-                                   exc_info=True)
+                payload["result"] = _frozen_json(self.result)
             self._emit_guarded("agent.tool.call.completed", payload, self._source,
                                frozen=True)
         else:
@@ -455,7 +450,7 @@ class LLMCall(_Scope):
         _check_str("model", model)
         _check_str("provider", provider)
         _check_str("call_id", call_id)
-        super().__init__(bus, f"LLM call to {model or 'unknown model'}")
+        super().__init__(bus)
         self.model = model
         self.provider = provider
         self.messages = messages
@@ -464,6 +459,10 @@ class LLMCall(_Scope):
         self.chunks = 0
         self.usage: dict[str, Any] = {}
         self.error: BaseException | None = None
+
+    @property
+    def _what(self) -> str:
+        return f"LLM call to {self.model or 'unknown model'}"
 
     def _source(self) -> Source:
         return Source("llm", self.provider or self.model or "")
@@ -550,11 +549,15 @@ class NodeLoop(_Scope):
     def __init__(self, node_id: str, max_iterations: int | None = None, *,
                  bus: EventBus | None = None) -> None:
         _check_node(node_id, max_iterations)
-        super().__init__(bus, f"node {node_id!r}")
+        super().__init__(bus)
         self.node_id = node_id
         self.max_iterations = max_iterations
         self.iterations = 0
         self.active = False
+
+    @property
+    def _what(self) -> str:
+        return f"node {self.node_id!r}"
 
     def _node_id(self) -> str | None:
         return self.node_id
@@ -993,7 +996,7 @@ def tool(name: str | Callable[..., Any] | None = None, tool_type: str = "functio
         tool_name = name or _name_of(function)
         arguments = _Arguments(function)
         summary = description or _first_line(function.__doc__)
-        ToolCall(tool_name, tool_type=tool_type, description=summary)  # checks, now
+        _check_tool(tool_name, tool_type, summary)  # now, not at the first call
 
         checked = ToolCall._checked
         source = Source("tool", tool_name)

@@ -679,24 +679,11 @@ class TelemetryMirror:
     # ------------------------------------------------------------------ tools
     def _tool_started(self, event: Event) -> None:
         payload = event.payload
-        get = payload.get
-        name = get("tool_name") or event.source.name or "tool"
-        tool_type = get("tool_type") or "function"
-        description = get("description") or ""
-        key = (name, tool_type, description) if type(name) is str and type(
-            tool_type) is str and type(description) is str else None
-        cached = self._tool_attributes.get(key) if key is not None else None
-        if cached is None:
-            cached = self._tool_base_attributes(name, tool_type, description)
-            if key is not None and len(self._tool_attributes) < _MAX_CACHED_TOOLS:
-                self._tool_attributes[key] = cached
-        base, span_name = cached
+        base, span_name = self._tool_base(payload, event)
         attributes = base.copy()
         call_id = _tool_call_id(payload)
         if call_id:
-            attributes[sc.GEN_AI_TOOL_CALL_ID] = (
-                call_id if len(call_id) <= self._content.max_length and call_id.isascii()
-                else self._content.text(call_id))
+            attributes[sc.GEN_AI_TOOL_CALL_ID] = self._content.text(call_id)
         if self._capture:
             for key_name in ("arguments", "tool_input"):
                 if key_name in payload:
@@ -716,19 +703,29 @@ class TelemetryMirror:
             self._orphans[("tool", call_id)] = span
         self._stamp(event, span)
 
-    def _tool_base_attributes(self, name: object, tool_type: object, description: object
-                              ) -> tuple[dict[str, AttributeValue], str]:
-        """The attributes every span of this tool starts with, and the span's name."""
-        text = self._content.text
-        tool = text(str(name))
-        attributes: dict[str, AttributeValue] = {
-            sc.GEN_AI_OPERATION_NAME: sc.OP_EXECUTE_TOOL,
-            sc.GEN_AI_TOOL_NAME: tool,
-            sc.GEN_AI_TOOL_TYPE: text(str(tool_type)),
-        }
-        if description:
-            attributes[sc.GEN_AI_TOOL_DESCRIPTION] = text(str(description))
-        return attributes, f"{sc.OP_EXECUTE_TOOL} {tool}"
+    def _tool_base(self, payload: Mapping[str, Any], event: Event
+                   ) -> tuple[dict[str, AttributeValue], str]:
+        """The attributes every span of this tool starts with, and the span's name; kept
+        per (name, type, description), since most agents call a few tools many times."""
+        key = (str(payload.get("tool_name") or event.source.name or "tool"),
+               str(payload.get("tool_type") or "function"),
+               str(payload.get("description") or ""))
+        cached = self._tool_attributes.get(key)
+        if cached is None:
+            name, tool_type, description = key
+            text = self._content.text
+            tool = text(name)
+            attributes: dict[str, AttributeValue] = {
+                sc.GEN_AI_OPERATION_NAME: sc.OP_EXECUTE_TOOL,
+                sc.GEN_AI_TOOL_NAME: tool,
+                sc.GEN_AI_TOOL_TYPE: text(tool_type),
+            }
+            if description:
+                attributes[sc.GEN_AI_TOOL_DESCRIPTION] = text(description)
+            cached = attributes, f"{sc.OP_EXECUTE_TOOL} {tool}"
+            if len(self._tool_attributes) < _MAX_CACHED_TOOLS:
+                self._tool_attributes[key] = cached
+        return cached
 
     def _tool_completed(self, event: Event) -> None:
         payload = event.payload
