@@ -359,6 +359,15 @@ class EventBus:
             self._waiting.pop(core.id, None)
 
     # --------------------------------------------------- convenience publishers
+    async def _emit(self, event_type: EventType, stream_id: str, data: dict[str, Any], *,
+                    node_id: str | None = None, execution_id: str | None = None,
+                    correlation_id: str | None = None) -> None:
+        """Publish one ``emit_*`` event: the emitters differ only in type, ids and data."""
+        await self.publish(AgentEvent(
+            type=event_type, stream_id=stream_id, node_id=node_id, execution_id=execution_id,
+            data=data, correlation_id=correlation_id,
+        ))
+
     async def emit_execution_started(
         self,
         stream_id: str,
@@ -367,10 +376,8 @@ class EventBus:
         correlation_id: str | None = None,
     ) -> None:
         """Emit execution started event."""
-        await self.publish(AgentEvent(
-            type=EventType.EXECUTION_STARTED, stream_id=stream_id, execution_id=execution_id,
-            data={"input": input_data or {}}, correlation_id=correlation_id,
-        ))
+        await self._emit(EventType.EXECUTION_STARTED, stream_id, {"input": input_data or {}},
+                         execution_id=execution_id, correlation_id=correlation_id)
 
     async def emit_execution_completed(
         self,
@@ -380,10 +387,8 @@ class EventBus:
         correlation_id: str | None = None,
     ) -> None:
         """Emit execution completed event."""
-        await self.publish(AgentEvent(
-            type=EventType.EXECUTION_COMPLETED, stream_id=stream_id, execution_id=execution_id,
-            data={"output": output or {}}, correlation_id=correlation_id,
-        ))
+        await self._emit(EventType.EXECUTION_COMPLETED, stream_id, {"output": output or {}},
+                         execution_id=execution_id, correlation_id=correlation_id)
 
     async def emit_execution_failed(
         self,
@@ -393,10 +398,8 @@ class EventBus:
         correlation_id: str | None = None,
     ) -> None:
         """Emit execution failed event."""
-        await self.publish(AgentEvent(
-            type=EventType.EXECUTION_FAILED, stream_id=stream_id, execution_id=execution_id,
-            data={"error": error}, correlation_id=correlation_id,
-        ))
+        await self._emit(EventType.EXECUTION_FAILED, stream_id, {"error": error},
+                         execution_id=execution_id, correlation_id=correlation_id)
 
     async def emit_goal_progress(
         self,
@@ -405,10 +408,8 @@ class EventBus:
         criteria_status: dict[str, Any],
     ) -> None:
         """Emit goal progress event."""
-        await self.publish(AgentEvent(
-            type=EventType.GOAL_PROGRESS, stream_id=stream_id,
-            data={"progress": progress, "criteria_status": criteria_status},
-        ))
+        await self._emit(EventType.GOAL_PROGRESS, stream_id,
+                         {"progress": progress, "criteria_status": criteria_status})
 
     async def emit_constraint_violation(
         self,
@@ -418,10 +419,9 @@ class EventBus:
         description: str,
     ) -> None:
         """Emit constraint violation event."""
-        await self.publish(AgentEvent(
-            type=EventType.CONSTRAINT_VIOLATION, stream_id=stream_id, execution_id=execution_id,
-            data={"constraint_id": constraint_id, "description": description},
-        ))
+        await self._emit(EventType.CONSTRAINT_VIOLATION, stream_id,
+                         {"constraint_id": constraint_id, "description": description},
+                         execution_id=execution_id)
 
     async def emit_state_changed(
         self,
@@ -433,10 +433,10 @@ class EventBus:
         scope: str,
     ) -> None:
         """Emit state changed event."""
-        await self.publish(AgentEvent(
-            type=EventType.STATE_CHANGED, stream_id=stream_id, execution_id=execution_id,
-            data={"key": key, "old_value": old_value, "new_value": new_value, "scope": scope},
-        ))
+        await self._emit(EventType.STATE_CHANGED, stream_id,
+                         {"key": key, "old_value": old_value, "new_value": new_value,
+                          "scope": scope},
+                         execution_id=execution_id)
 
     async def emit_node_loop_started(
         self,
@@ -446,10 +446,9 @@ class EventBus:
         max_iterations: int | None = None,
     ) -> None:
         """Emit node loop started event."""
-        await self.publish(AgentEvent(
-            type=EventType.NODE_LOOP_STARTED, stream_id=stream_id, node_id=node_id,
-            execution_id=execution_id, data={"max_iterations": max_iterations},
-        ))
+        await self._emit(EventType.NODE_LOOP_STARTED, stream_id,
+                         {"max_iterations": max_iterations},
+                         node_id=node_id, execution_id=execution_id)
 
     async def emit_node_loop_iteration(
         self,
@@ -459,10 +458,8 @@ class EventBus:
         execution_id: str | None = None,
     ) -> None:
         """Emit node loop iteration event."""
-        await self.publish(AgentEvent(
-            type=EventType.NODE_LOOP_ITERATION, stream_id=stream_id, node_id=node_id,
-            execution_id=execution_id, data={"iteration": iteration},
-        ))
+        await self._emit(EventType.NODE_LOOP_ITERATION, stream_id, {"iteration": iteration},
+                         node_id=node_id, execution_id=execution_id)
 
     async def emit_node_loop_completed(
         self,
@@ -472,10 +469,8 @@ class EventBus:
         execution_id: str | None = None,
     ) -> None:
         """Emit node loop completed event."""
-        await self.publish(AgentEvent(
-            type=EventType.NODE_LOOP_COMPLETED, stream_id=stream_id, node_id=node_id,
-            execution_id=execution_id, data={"iterations": iterations},
-        ))
+        await self._emit(EventType.NODE_LOOP_COMPLETED, stream_id, {"iterations": iterations},
+                         node_id=node_id, execution_id=execution_id)
 
     async def emit_llm_text_delta(
         self,
@@ -486,10 +481,9 @@ class EventBus:
         execution_id: str | None = None,
     ) -> None:
         """Emit LLM text delta event."""
-        await self.publish(AgentEvent(
-            type=EventType.LLM_TEXT_DELTA, stream_id=stream_id, node_id=node_id,
-            execution_id=execution_id, data={"content": content, "snapshot": snapshot},
-        ))
+        await self._emit(EventType.LLM_TEXT_DELTA, stream_id,
+                         {"content": content, "snapshot": snapshot},
+                         node_id=node_id, execution_id=execution_id)
 
     async def emit_llm_reasoning_delta(
         self,
@@ -499,10 +493,8 @@ class EventBus:
         execution_id: str | None = None,
     ) -> None:
         """Emit LLM reasoning delta event."""
-        await self.publish(AgentEvent(
-            type=EventType.LLM_REASONING_DELTA, stream_id=stream_id, node_id=node_id,
-            execution_id=execution_id, data={"content": content},
-        ))
+        await self._emit(EventType.LLM_REASONING_DELTA, stream_id, {"content": content},
+                         node_id=node_id, execution_id=execution_id)
 
     async def emit_tool_call_started(
         self,
@@ -514,12 +506,10 @@ class EventBus:
         execution_id: str | None = None,
     ) -> None:
         """Emit tool call started event."""
-        await self.publish(AgentEvent(
-            type=EventType.TOOL_CALL_STARTED, stream_id=stream_id, node_id=node_id,
-            execution_id=execution_id,
-            data={"tool_use_id": tool_use_id, "tool_name": tool_name,
-                  "tool_input": tool_input or {}},
-        ))
+        await self._emit(EventType.TOOL_CALL_STARTED, stream_id,
+                         {"tool_use_id": tool_use_id, "tool_name": tool_name,
+                          "tool_input": tool_input or {}},
+                         node_id=node_id, execution_id=execution_id)
 
     async def emit_tool_call_completed(
         self,
@@ -532,12 +522,10 @@ class EventBus:
         execution_id: str | None = None,
     ) -> None:
         """Emit tool call completed event."""
-        await self.publish(AgentEvent(
-            type=EventType.TOOL_CALL_COMPLETED, stream_id=stream_id, node_id=node_id,
-            execution_id=execution_id,
-            data={"tool_use_id": tool_use_id, "tool_name": tool_name, "result": result,
-                  "is_error": is_error},
-        ))
+        await self._emit(EventType.TOOL_CALL_COMPLETED, stream_id,
+                         {"tool_use_id": tool_use_id, "tool_name": tool_name,
+                          "result": result, "is_error": is_error},
+                         node_id=node_id, execution_id=execution_id)
 
     async def emit_client_output_delta(
         self,
@@ -548,10 +536,9 @@ class EventBus:
         execution_id: str | None = None,
     ) -> None:
         """Emit client output delta event (client_facing=True nodes)."""
-        await self.publish(AgentEvent(
-            type=EventType.CLIENT_OUTPUT_DELTA, stream_id=stream_id, node_id=node_id,
-            execution_id=execution_id, data={"content": content, "snapshot": snapshot},
-        ))
+        await self._emit(EventType.CLIENT_OUTPUT_DELTA, stream_id,
+                         {"content": content, "snapshot": snapshot},
+                         node_id=node_id, execution_id=execution_id)
 
     async def emit_client_input_requested(
         self,
@@ -561,10 +548,8 @@ class EventBus:
         execution_id: str | None = None,
     ) -> None:
         """Emit client input requested event (client_facing=True nodes)."""
-        await self.publish(AgentEvent(
-            type=EventType.CLIENT_INPUT_REQUESTED, stream_id=stream_id, node_id=node_id,
-            execution_id=execution_id, data={"prompt": prompt},
-        ))
+        await self._emit(EventType.CLIENT_INPUT_REQUESTED, stream_id, {"prompt": prompt},
+                         node_id=node_id, execution_id=execution_id)
 
     async def emit_node_internal_output(
         self,
@@ -574,10 +559,8 @@ class EventBus:
         execution_id: str | None = None,
     ) -> None:
         """Emit node internal output event (client_facing=False nodes)."""
-        await self.publish(AgentEvent(
-            type=EventType.NODE_INTERNAL_OUTPUT, stream_id=stream_id, node_id=node_id,
-            execution_id=execution_id, data={"content": content},
-        ))
+        await self._emit(EventType.NODE_INTERNAL_OUTPUT, stream_id, {"content": content},
+                         node_id=node_id, execution_id=execution_id)
 
     async def emit_node_stalled(
         self,
@@ -587,10 +570,8 @@ class EventBus:
         execution_id: str | None = None,
     ) -> None:
         """Emit node stalled event."""
-        await self.publish(AgentEvent(
-            type=EventType.NODE_STALLED, stream_id=stream_id, node_id=node_id,
-            execution_id=execution_id, data={"reason": reason},
-        ))
+        await self._emit(EventType.NODE_STALLED, stream_id, {"reason": reason},
+                         node_id=node_id, execution_id=execution_id)
 
     async def emit_node_input_blocked(
         self,
@@ -600,10 +581,8 @@ class EventBus:
         execution_id: str | None = None,
     ) -> None:
         """Emit node input blocked event."""
-        await self.publish(AgentEvent(
-            type=EventType.NODE_INPUT_BLOCKED, stream_id=stream_id, node_id=node_id,
-            execution_id=execution_id, data={"prompt": prompt},
-        ))
+        await self._emit(EventType.NODE_INPUT_BLOCKED, stream_id, {"prompt": prompt},
+                         node_id=node_id, execution_id=execution_id)
 
     # --------------------------------------------------------------- queries
     def get_history(
