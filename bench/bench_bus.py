@@ -10,10 +10,8 @@ medians of several rounds, and the rounds of the two buses alternate.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import importlib.util
-import json
 import os
 import statistics
 import sys
@@ -24,6 +22,11 @@ from types import ModuleType
 from typing import Any
 
 from otel_agentbus import Event, EventBus, Scope
+
+if __package__:
+    from .common import script_main, settle_percentiles
+else:  # run as a script: python bench/bench_bus.py
+    from common import script_main, settle_percentiles
 
 KIND = "agent.tool.call.started"
 
@@ -107,14 +110,7 @@ async def paced_latency(
         while time.perf_counter() < due:  # noqa: ASYNC110
             await asyncio.sleep(0)
         await publish(time.perf_counter_ns())
-    for _ in range(10_000):
-        if len(samples) >= count:
-            break
-        await asyncio.sleep(0)
-    ordered = sorted(samples)
-    p50 = ordered[len(ordered) // 2] / 1000
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] / 1000
-    return p50, p99
+    return await settle_percentiles(samples, count, turns=10_000)
 
 
 async def ours_latency(rate: float, count: int) -> tuple[float, float]:
@@ -149,10 +145,6 @@ async def seed_latency(seed: ModuleType, rate: float, count: int) -> tuple[float
         ))
 
     return await paced_latency(publish, samples, rate, count)
-
-
-def median_of(rounds: int, run: Callable[[], float]) -> float:
-    return statistics.median(run() for _ in range(rounds))
 
 
 async def measure(quick: bool) -> dict[str, Any]:
@@ -208,16 +200,7 @@ def print_table(figures: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="fewer events and rounds")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
-    args = parser.parse_args(argv)
-    figures = asyncio.run(measure(args.quick))
-    if args.json:
-        print(json.dumps(figures, indent=2))
-    else:
-        print_table(figures)
-    return 0
+    return script_main(__doc__.splitlines()[0] if __doc__ else None, measure, print_table, argv)
 
 
 if __name__ == "__main__":

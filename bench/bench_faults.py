@@ -21,13 +21,10 @@ collector fault may not slow the agent by more than 10%).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import os
 import select
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,18 +33,14 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+if __package__:
+    from .common import REPO, free_port, script_main
+else:  # run as a script: python bench/bench_faults.py
+    from common import REPO, free_port, script_main
+
 SLOW_SECONDS = 1.5
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 class ReceiverProcess:
@@ -189,22 +182,17 @@ async def measure(quick: bool) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="publish latency under collector faults")
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    figures = asyncio.run(measure(args.quick))
-    if args.json:
-        print(json.dumps(figures, indent=2))
-        return 0
+def print_table(figures: dict[str, Any]) -> None:
     print(f"{'per tool call, publisher thread (µs)':<44}{'time':>8}{'vs up':>8}")
     for case in ("up", "down", "slow", "restart"):
         ratio = "" if case == "up" else f"{figures[f'collector_{case}_vs_up']:>8}"
         print(f"{'collector ' + case:<44}{figures[f'collector_{case}_tool_call_us']:>8}{ratio}")
     print(f"medians of {figures['rounds']} rounds of {figures['calls_per_round']} calls, "
           f"Python {sys.version.split()[0]}, {os.cpu_count()} cores")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return script_main("publish latency under collector faults", measure, print_table, argv)
 
 
 if __name__ == "__main__":

@@ -12,33 +12,24 @@ better; the target is <= 1.0).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import os
 import statistics
 import sys
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from otel_agentbus import Event, EventBus, Scope, configure
 
-
-class NullExporter(SpanExporter):
-    """Counts spans and drops them: measures our side, not a network."""
-
-    def __init__(self) -> None:
-        self.spans = 0
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.spans += len(spans)
-        return SpanExportResult.SUCCESS
+if __package__:
+    from .common import batch_processor, free_port, null_exporter, script_main
+else:  # run as a script: python bench/bench_telemetry.py
+    from common import batch_processor, free_port, null_exporter, script_main
 
 
 ATTRIBUTES = {
@@ -53,7 +44,7 @@ ATTRIBUTES = {
 
 def sdk_round(calls: int) -> float:
     provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(NullExporter(), max_queue_size=1 << 20))
+    provider.add_span_processor(batch_processor(null_exporter()))
     tracer = provider.get_tracer("bench")
     start = time.perf_counter()
     for _ in range(calls):
@@ -66,7 +57,7 @@ def sdk_round(calls: int) -> float:
 
 async def ours_round(calls: int, metrics: bool) -> float:
     provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(NullExporter(), max_queue_size=1 << 20))
+    provider.add_span_processor(batch_processor(null_exporter()))
     meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()]) if metrics else None
     telemetry = configure(tracer_provider=provider, meter_provider=meter_provider,
                           metrics_enabled=metrics, pending_spans=False)
@@ -88,16 +79,6 @@ async def ours_round(calls: int, metrics: bool) -> float:
     if meter_provider is not None:
         meter_provider.shutdown()
     return elapsed / calls * 1e6
-
-
-def _closed_port() -> int:
-    """A loopback port with nothing listening (bound, then released)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 async def otlp_round(calls: int, endpoint: str) -> float:
@@ -137,7 +118,7 @@ async def collector_figures(rounds: int, calls: int) -> dict[str, Any]:
         receiver = Receiver(f"{folder}/bench.db").start()
         try:
             up_endpoint = receiver.grpc_endpoint
-            down_endpoint = f"http://127.0.0.1:{_closed_port()}"
+            down_endpoint = f"http://127.0.0.1:{free_port()}"
             up: list[float] = []
             down: list[float] = []
             for _ in range(rounds):
@@ -181,15 +162,7 @@ async def measure(quick: bool) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="mirrored tool call vs bare SDK span")
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    figures = asyncio.run(measure(args.quick))
-    if args.json:
-        print(json.dumps(figures, indent=2))
-        return 0
+def print_table(figures: dict[str, Any]) -> None:
     print(f"{'per tool call, publisher thread':<52}{'µs':>8}")
     print(f"{'bare SDK span (start_span + end)':<52}{figures['sdk_span_us']:>8}")
     print(f"{'otel-agentbus: 2 events + mirrored span + metrics':<52}"
@@ -203,7 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"mirror_vs_sdk_span = {figures['mirror_vs_sdk_span']} "
           f"(without metrics {figures['mirror_no_metrics_vs_sdk_span']}); medians of "
           f"{figures['rounds']} rounds, Python {sys.version.split()[0]}, {os.cpu_count()} cores")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return script_main("mirrored tool call vs bare SDK span", measure, print_table, argv)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,22 @@
-"""Shared helpers: paths, medians, ratios, alternating rounds, subprocess workers."""
+"""Shared helpers: paths, medians, ratios, alternating rounds, latency percentiles,
+a null span exporter, free ports, subprocess workers, the stand-alone scripts' command line.
+
+Stand-alone scripts (``python bench/bench_bus.py``) import this module as ``common``;
+the suite's modules as ``bench.common``: it imports nothing but the standard library at
+the top."""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import functools
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +45,77 @@ async def alternate(
         for name, run in sides.items():
             results[name].append(await run())
     return results
+
+
+async def settle_percentiles(samples: list[int], count: int,
+                             turns: int) -> tuple[float, float]:
+    """Give the loop up to ``turns`` turns until ``count`` latency samples (ns) are in;
+    returns their p50 and p99 in µs."""
+    for _ in range(turns):
+        if len(samples) >= count:
+            break
+        await asyncio.sleep(0)
+    ordered = sorted(samples)
+    p50 = ordered[len(ordered) // 2] / 1000
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] / 1000
+    return p50, p99
+
+
+@functools.cache
+def _null_exporter_class() -> type[Any]:
+    # The SDK is imported on first use, not when this module is.
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    class NullExporter(SpanExporter):
+        """Counts spans and drops them: measures the publishing side, not a network."""
+
+        def __init__(self) -> None:
+            self.spans = 0
+
+        def export(self, spans: Sequence[Any]) -> SpanExportResult:
+            self.spans += len(spans)
+            return SpanExportResult.SUCCESS
+
+    return NullExporter
+
+
+def null_exporter() -> Any:
+    """A span exporter that counts the spans it is handed (``.spans``) and drops them."""
+    return _null_exporter_class()()
+
+
+def batch_processor(exporter: Any) -> Any:
+    """A BatchSpanProcessor for ``exporter`` whose queue is large enough that no side drops
+    spans (dropping would flatter it)."""
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    return BatchSpanProcessor(exporter, max_queue_size=1 << 20)
+
+
+def free_port() -> int:
+    """A loopback port with nothing listening (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def script_main(description: str | None,
+                measure: Callable[[bool], Coroutine[Any, Any, dict[str, Any]]],
+                print_table: Callable[[dict[str, Any]], None],
+                argv: list[str] | None = None) -> int:
+    """The command line of a stand-alone script, ``[--quick] [--json]``: runs
+    ``measure(quick)`` and prints its figures as JSON or as ``print_table`` does."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, a smaller workload")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args(argv)
+    figures = asyncio.run(measure(args.quick))
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    else:
+        print_table(figures)
+    return 0
 
 
 def importable(module: str) -> bool:

@@ -23,6 +23,17 @@ def plot(figures: dict[str, Any], publish: bool) -> list[Path]:
     RESULTS.mkdir(parents=True, exist_ok=True)
     note = figures.get("meta", {}).get("machine", "")
 
+    def save(fig: Any, ax: Any, name: str) -> Path:
+        """Grid, legend and the machine note; write to bench/results/ and close."""
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+        fig.text(0.99, 0.01, note, ha="right", va="bottom", fontsize=7, color="grey")
+        fig.tight_layout()
+        path = RESULTS / name
+        fig.savefig(path)
+        plt.close(fig)
+        return path
+
     subscribers = scaling.get("subscribers")
     if subscribers:
         fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
@@ -35,14 +46,7 @@ def plot(figures: dict[str, Any], publish: bool) -> list[Path]:
         ax.set_xlabel("subscribers (each an async no-op handler)")
         ax.set_ylabel("µs per delivered event")
         ax.set_title("Cost per delivery as subscribers grow")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
-        fig.text(0.99, 0.01, note, ha="right", va="bottom", fontsize=7, color="grey")
-        fig.tight_layout()
-        path = RESULTS / FILES[0]
-        fig.savefig(path)
-        plt.close(fig)
-        written.append(path)
+        written.append(save(fig, ax, FILES[0]))
 
     runs = scaling.get("runs")
     if runs:
@@ -54,14 +58,7 @@ def plot(figures: dict[str, Any], publish: bool) -> list[Path]:
         ax.set_xlabel("concurrent runs (events interleaved, in order per run)")
         ax.set_ylabel("µs per event")
         ax.set_title("Cost per event as concurrent runs grow")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
-        fig.text(0.99, 0.01, note, ha="right", va="bottom", fontsize=7, color="grey")
-        fig.tight_layout()
-        path = RESULTS / FILES[1]
-        fig.savefig(path)
-        plt.close(fig)
-        written.append(path)
+        written.append(save(fig, ax, FILES[1]))
 
     if publish:
         PLOTS.mkdir(parents=True, exist_ok=True)

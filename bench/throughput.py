@@ -17,6 +17,7 @@ from typing import Any
 from otel_agentbus import Event, EventBus, Scope
 
 from .bench_bus import load_seed
+from .common import settle_percentiles
 
 KIND = "agent.tool.call.started"
 PEERS = ("bubus", "pyee", "blinker")
@@ -45,6 +46,17 @@ class Counter:
         return handle
 
 
+async def timed_publish(publish: Callable[[Any], Awaitable[object]], batch: list[Any],
+                        counter: Counter) -> float:
+    """Seconds from publishing the first of ``batch`` (one ``await publish(event)`` each)
+    until the counter's last handler call."""
+    start = time.perf_counter()
+    for event in batch:
+        await publish(event)
+    await counter.finished.wait()
+    return time.perf_counter() - start
+
+
 # ----------------------------------------------------------------------- ours
 async def ours(events: int, subscribers: int) -> float:
     bus = EventBus()
@@ -53,12 +65,7 @@ async def ours(events: int, subscribers: int) -> float:
         bus.subscribe(counter.handler(), kinds=KIND, backpressure="block")
     batch = [Event(KIND, {"tool_name": "search", "i": i}, scope=Scope(run_id="r1"))
              for i in range(events)]
-    publish = bus.publish
-    start = time.perf_counter()
-    for event in batch:
-        await publish(event)
-    await counter.finished.wait()
-    elapsed = time.perf_counter() - start
+    elapsed = await timed_publish(bus.publish, batch, counter)
     await bus.close()
     return events / elapsed
 
@@ -73,12 +80,7 @@ async def ours_keyed(events: int, runs: int) -> float:
     scopes = [Scope(run_id=f"run-{index}") for index in range(runs)]
     batch = [Event(KIND, {"tool_name": "search", "i": i}, scope=scopes[i % runs])
              for i in range(events)]
-    publish = bus.publish
-    start = time.perf_counter()
-    for event in batch:
-        await publish(event)
-    await counter.finished.wait()
-    elapsed = time.perf_counter() - start
+    elapsed = await timed_publish(bus.publish, batch, counter)
     await bus.close()
     return events / elapsed
 
@@ -103,12 +105,7 @@ async def seed(events: int, subscribers: int) -> float:
     batch = [module.AgentEvent(type=module.EventType.TOOL_CALL_STARTED, stream_id="s",
                                execution_id="r1", data={"tool_name": "search", "i": i})
              for i in range(events)]
-    publish = bus.publish
-    start = time.perf_counter()
-    for event in batch:
-        await publish(event)
-    await counter.finished.wait()
-    return events / (time.perf_counter() - start)
+    return events / await timed_publish(bus.publish, batch, counter)
 
 
 # ---------------------------------------------------------------------- peers
@@ -211,14 +208,7 @@ async def paced(publish: Callable[[int], Awaitable[object]], sent: list[int],
             await publish(index)
             index += 1
         await asyncio.sleep(0)
-    for _ in range(100_000):
-        if len(samples) >= count:
-            break
-        await asyncio.sleep(0)
-    ordered = sorted(samples)
-    p50 = ordered[len(ordered) // 2] / 1000
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] / 1000
-    return p50, p99
+    return await settle_percentiles(samples, count, turns=100_000)
 
 
 async def ours_latency(rate: float, count: int) -> tuple[float, float]:

@@ -26,8 +26,10 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
+
+from .common import batch_processor, null_exporter
 
 SIDES = ("sdk", "sdk_current", "ours_decorator", "ours_events", "traceloop", "logfire")
 PEER_MODULE = {"traceloop": "traceloop.sdk", "logfire": "logfire"}
@@ -59,29 +61,6 @@ QUIET_ENV = {
 }
 
 
-def _null_exporter() -> Any:
-    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-
-    class NullExporter(SpanExporter):
-        """Counts spans and drops them."""
-
-        def __init__(self) -> None:
-            self.spans = 0
-
-        def export(self, spans: Sequence[Any]) -> SpanExportResult:
-            self.spans += len(spans)
-            return SpanExportResult.SUCCESS
-
-    return NullExporter()
-
-
-def _processor(exporter: Any) -> Any:
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-    # A queue large enough that no side drops spans (dropping would flatter it).
-    return BatchSpanProcessor(exporter, max_queue_size=1 << 20)
-
-
 class Side:
     """One side: ``call`` is the instrumented no-op; ``close`` flushes and says how many
     spans reached the exporter."""
@@ -96,9 +75,9 @@ class SDK(Side):
     def __init__(self, current: bool) -> None:
         from opentelemetry.sdk.trace import TracerProvider
 
-        self.exporter = _null_exporter()
+        self.exporter = null_exporter()
         self.provider = TracerProvider()
-        self.provider.add_span_processor(_processor(self.exporter))
+        self.provider.add_span_processor(batch_processor(self.exporter))
         tracer = self.provider.get_tracer("bench")
         self.parent = tracer.start_as_current_span("invoke_agent bench")
         self.parent.__enter__()
@@ -133,9 +112,9 @@ class Ours(Side):
         from otel_agentbus import Event, EventBus, configure
         from otel_agentbus.runs import RunScope
 
-        self.exporter = _null_exporter()
+        self.exporter = null_exporter()
         self.provider = TracerProvider()
-        self.provider.add_span_processor(_processor(self.exporter))
+        self.provider.add_span_processor(batch_processor(self.exporter))
         self.meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
         self.telemetry = configure(tracer_provider=self.provider,
                                    meter_provider=self.meter_provider)
@@ -181,7 +160,7 @@ class Traceloop(Side):
         from traceloop.sdk import Traceloop as TL
         from traceloop.sdk.decorators import tool
 
-        self.exporter = _null_exporter()
+        self.exporter = null_exporter()
         TL.init(app_name="bench", exporter=self.exporter, disable_batch=False,
                 telemetry_enabled=False, instruments=set(), should_enrich_metrics=False)
         self.parent = trace.get_tracer("bench").start_as_current_span("invoke_agent bench")
@@ -207,10 +186,10 @@ class Logfire(Side):
     def __init__(self) -> None:
         import logfire
 
-        self.exporter = _null_exporter()
+        self.exporter = null_exporter()
         logfire.configure(send_to_logfire=False, console=False, metrics=False,
                           service_name="bench",
-                          additional_span_processors=[_processor(self.exporter)])
+                          additional_span_processors=[batch_processor(self.exporter)])
         self.parent = logfire.span("invoke_agent bench")
         self.parent.__enter__()
         span = logfire.span

@@ -12,7 +12,6 @@ import json
 import os
 import select
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from typing import Any
 import grpc  # type: ignore[import-untyped]
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from telemetry_helpers import REPO_ROOT, Receiver, child_env
+from telemetry_helpers import REPO_ROOT, Receiver, child_env, start_receiver
 
 CHILD = Path(__file__).with_name("reliability_child.py")
 SERVICES = {
@@ -36,13 +35,6 @@ SERVICES = {
     "metrics": "opentelemetry.proto.collector.metrics.v1.MetricsService",
     "logs": "opentelemetry.proto.collector.logs.v1.LogsService",
 }
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
@@ -58,25 +50,12 @@ def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.05
 def start_receiver_at(tmp: Path, *, grpc_port: int = 0, http_port: int = 0,
                       db: Path | None = None, extra: Sequence[str] = (),
                       env: dict[str, str] | None = None, umask: int = -1) -> Receiver:
-    """``otel-agentbus receiver`` as a subprocess, on the given ports (0: free ones)."""
-    db = db or tmp / "agentbus.db"
-    stderr_path = tmp / f"receiver-{time.monotonic_ns()}.stderr"
-    with stderr_path.open("w") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "otel_agentbus.cli", "receiver",
-             "--grpc", f"127.0.0.1:{grpc_port}", "--http", f"127.0.0.1:{http_port}",
-             "--db", str(db), *extra],
-            stdout=subprocess.PIPE, stderr=stderr, text=True, env=env or child_env(),
-            umask=umask,
-        )
-    assert proc.stdout is not None
-    readable, _, _ = select.select([proc.stdout], [], [], 30)
-    line = proc.stdout.readline() if readable else ""
-    if not line:
-        proc.kill()
-        proc.wait(timeout=5)
-        pytest.fail(f"receiver did not report ready: {stderr_path.read_text()}")
-    return Receiver(proc, json.loads(line), db)
+    """``otel-agentbus receiver`` as a subprocess, on the given ports (0: free ones); a
+    stderr file of its own per start (a test may restart it), 30 s to report ready."""
+    return start_receiver(tmp, grpc_port=grpc_port, http_port=http_port, db=db, extra=extra,
+                          env=env, umask=umask,
+                          stderr_name=f"receiver-{time.monotonic_ns()}.stderr",
+                          ready_timeout=30)
 
 
 def kill9(proc: subprocess.Popen[Any]) -> None:

@@ -7,6 +7,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -136,6 +137,10 @@ def trace_id(span: ReadableSpan) -> int:
     return span.context.trace_id
 
 
+def attrs(span: ReadableSpan) -> dict[str, Any]:
+    return dict(span.attributes or {})
+
+
 def all_events(spans: Iterable[ReadableSpan], name: str) -> list[Any]:
     return [e for s in spans for e in s.events if e.name == name]
 
@@ -149,6 +154,24 @@ def child_env(**extra: str) -> dict[str, str]:
         p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
     env.update(extra)
     return env
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def terminate(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL if the process is still there after ``timeout`` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
 
 
 def run_python(script: str, *args: str, timeout: float = 60,
@@ -187,29 +210,30 @@ class Receiver:
         return f"http://{self.ready['grpc']}"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        terminate(self.proc)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 
 
-def start_receiver(tmp: Path) -> Receiver:
-    """``otel-agentbus receiver`` on free loopback ports, as a subprocess."""
-    db = tmp / "agentbus.db"
-    stderr_path = tmp / "receiver.stderr"
+def start_receiver(tmp: Path, *, grpc_port: int = 0, http_port: int = 0,
+                   db: Path | None = None, extra: Sequence[str] = (),
+                   env: dict[str, str] | None = None, umask: int = -1,
+                   stderr_name: str = "receiver.stderr",
+                   ready_timeout: float = 20) -> Receiver:
+    """``otel-agentbus receiver`` as a subprocess, on the given loopback ports (0: free
+    ones); fails the test unless it reports ready within ``ready_timeout`` seconds."""
+    db = db or tmp / "agentbus.db"
+    stderr_path = tmp / stderr_name
     with stderr_path.open("w") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "otel_agentbus.cli", "receiver", "--grpc", "127.0.0.1:0",
-             "--http", "127.0.0.1:0", "--db", str(db)],
-            stdout=subprocess.PIPE, stderr=stderr, text=True, env=child_env(),
+            [sys.executable, "-m", "otel_agentbus.cli", "receiver",
+             "--grpc", f"127.0.0.1:{grpc_port}", "--http", f"127.0.0.1:{http_port}",
+             "--db", str(db), *extra],
+            stdout=subprocess.PIPE, stderr=stderr, text=True, env=env or child_env(),
+            umask=umask,
         )
     assert proc.stdout is not None
-    readable, _, _ = select.select([proc.stdout], [], [], 20)
+    readable, _, _ = select.select([proc.stdout], [], [], ready_timeout)
     line = proc.stdout.readline() if readable else ""
     if not line:
         proc.kill()

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from async_helpers import yields
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -31,11 +32,6 @@ def run(main: Callable[[], Awaitable[None]]) -> None:
         await asyncio.wait_for(main(), 10)
 
     asyncio.run(bounded())
-
-
-async def yields(count: int) -> None:
-    for _ in range(count):
-        await asyncio.sleep(0)
 
 
 # ------------------------------------------------------------- (1) keyed order

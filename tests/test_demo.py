@@ -4,10 +4,7 @@ workload in-process."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import select
-import signal
 import subprocess
 import sys
 import time
@@ -18,6 +15,7 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from telemetry_helpers import child_env, start_receiver
 
 from otel_agentbus import EventBus
 from otel_agentbus.demo import EventCounter, plan_runs, run_workload
@@ -26,25 +24,14 @@ from otel_agentbus.telemetry.mirror import TelemetryMirror
 
 pytestmark = pytest.mark.timeout(60)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 SUBPROCESS_TIMEOUT = 45
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-    for name in list(env):  # the developer's own OTLP settings must not leak in
-        if name.startswith("OTEL_") or name == "OTEL_AGENTBUS_RECEIVER_TOKEN":
-            env.pop(name)
-    return env
 
 
 def _demo(*args: str) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
         [sys.executable, "-m", "otel_agentbus.cli", "demo", *args],
-        capture_output=True, text=True, env=_env(), timeout=SUBPROCESS_TIMEOUT,
+        capture_output=True, text=True, env=child_env(), timeout=SUBPROCESS_TIMEOUT,
     )
     assert done.returncode == 0, done.stderr
     return done
@@ -162,27 +149,11 @@ def test_text_mode_prints_runs_and_a_tree(tmp_path: Path) -> None:
 
 @pytest.fixture
 def receiver(tmp_path: Path) -> Iterator[tuple[dict[str, str], Path]]:
-    db = tmp_path / "receiver.db"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "otel_agentbus.cli", "receiver", "--grpc", "127.0.0.1:0",
-         "--http", "127.0.0.1:0", "--db", str(db)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=_env(),
-    )
+    started = start_receiver(tmp_path, db=tmp_path / "receiver.db")
     try:
-        assert proc.stdout is not None
-        readable, _, _ = select.select([proc.stdout], [], [], 20)
-        assert readable, "receiver did not report ready"
-        yield json.loads(proc.stdout.readline()), db
+        yield started.ready, started.db
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        started.stop()
 
 
 def test_otlp_endpoint_exports_to_another_receiver(
@@ -212,7 +183,7 @@ def test_unreachable_endpoint_fails_fast() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "otel_agentbus.cli", "demo", "--otlp-endpoint",
          "http://127.0.0.1:1"],
-        capture_output=True, text=True, env=_env(), timeout=SUBPROCESS_TIMEOUT,
+        capture_output=True, text=True, env=child_env(), timeout=SUBPROCESS_TIMEOUT,
     )
     assert done.returncode == 1
     assert "cannot reach the OTLP endpoint" in done.stderr

@@ -3,28 +3,16 @@ the events the tracker publishes."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
+from async_helpers import WAIT, eventually
 
 from otel_agentbus import Event, EventBus, Scope, Source
 from otel_agentbus.runtime.agent_runtime import AgentRuntime
 from otel_agentbus.runtime.entry_points import EntryPoint
 from otel_agentbus.runtime.execution import ExecutionContext, ExecutionResult
 from otel_agentbus.runtime.goals import Constraint, Criterion, Goal, GoalTracker
-
-WAIT = 10.0
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.005)
 
 
 def result(status: str = "completed", output: Any = None, entry_point: str = "api",

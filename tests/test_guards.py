@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
+from async_helpers import wait_until
 
 from otel_agentbus import Event, EventBus, Scope
 from otel_agentbus.runs import RunScope
@@ -22,14 +21,6 @@ from otel_agentbus.runtime.invocation import (
 pytestmark = pytest.mark.timeout(60)
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.005)
-
-
 def call(tool: str, arguments: Any = None, run_id: str = "r1", n: int = 0) -> Event:
     return Event("agent.tool.call.started",
                  {"tool_call_id": f"{tool}-{n}", "tool_name": tool, "arguments": arguments},
@@ -40,14 +31,15 @@ def detected(bus: EventBus) -> list[Event]:
     return list(reversed(bus.history(kinds="agent.doom_loop.detected", limit=None)))
 
 
-async def feed(bus: EventBus, detector: DoomLoopDetector, *events: Event) -> None:
-    """Publish and wait until the detector's subscription has handled them all."""
-    assert detector.subscription is not None
-    target = detector.subscription.stats().handled + len(events)
+async def feed(bus: EventBus, guard: DoomLoopDetector | CompactionBreaker,
+               *events: Event) -> None:
+    """Publish and wait until the guard's subscription has handled them all."""
+    assert guard.subscription is not None
+    target = guard.subscription.stats().handled + len(events)
     for event in events:
         await bus.publish(event)
-    await wait_until(lambda: detector.subscription is not None
-                     and detector.subscription.stats().handled >= target)
+    await wait_until(lambda: guard.subscription is not None
+                     and guard.subscription.stats().handled >= target)
 
 
 # -------------------------------------------------------------------- doom loop
@@ -199,26 +191,17 @@ def opened(bus: EventBus) -> list[Event]:
     return list(reversed(bus.history(kinds="agent.compaction.circuit_opened", limit=None)))
 
 
-async def feed_breaker(bus: EventBus, breaker: CompactionBreaker, *events: Event) -> None:
-    assert breaker.subscription is not None
-    target = breaker.subscription.stats().handled + len(events)
-    for event in events:
-        await bus.publish(event)
-    await wait_until(lambda: breaker.subscription is not None
-                     and breaker.subscription.stats().handled >= target)
-
-
 async def test_breaker_opens_after_m_failures_publishes_once_resets_after_cooldown() -> None:
     bus = EventBus()
     clock = FakeClock()
     breaker = CompactionBreaker(bus, threshold=3, cooldown=30, clock=clock)
-    await feed_breaker(bus, breaker, compressed(False), compressed(False))
+    await feed(bus, breaker, compressed(False), compressed(False))
     assert breaker.state("r1") is BreakerState.CLOSED
     assert breaker.allow("r1")
-    await feed_breaker(bus, breaker, compressed(False, error="model refused"))
+    await feed(bus, breaker, compressed(False, error="model refused"))
     assert breaker.state("r1") is BreakerState.OPEN
     assert not breaker.allow("r1")
-    await feed_breaker(bus, breaker, compressed(False), compressed(False))   # still open
+    await feed(bus, breaker, compressed(False), compressed(False))   # still open
     [event] = opened(bus)
     assert event.scope.run_id == "r1"
     assert event.payload["failures"] == 3
@@ -231,7 +214,7 @@ async def test_breaker_opens_after_m_failures_publishes_once_resets_after_cooldo
     clock.now += 1                                  # the cool-down has passed
     assert breaker.state("r1") is BreakerState.HALF_OPEN
     assert breaker.allow("r1")
-    await feed_breaker(bus, breaker, compressed(True))
+    await feed(bus, breaker, compressed(True))
     assert breaker.state("r1") is BreakerState.CLOSED
     assert breaker.failures("r1") == 0
     assert len(opened(bus)) == 1
@@ -241,7 +224,7 @@ async def test_breaker_opens_after_m_failures_publishes_once_resets_after_cooldo
 async def test_a_success_resets_the_count() -> None:
     bus = EventBus()
     breaker = CompactionBreaker(bus, threshold=3)
-    await feed_breaker(bus, breaker, compressed(False), compressed(False), compressed(True),
+    await feed(bus, breaker, compressed(False), compressed(False), compressed(True),
                        compressed(False), compressed(False))
     assert breaker.state("r1") is BreakerState.CLOSED
     assert opened(bus) == []
@@ -301,9 +284,9 @@ async def test_breaker_stop_run_cancels_the_run() -> None:
 async def test_breaker_forgets_ended_runs() -> None:
     bus = EventBus()
     breaker = CompactionBreaker(bus, threshold=5)
-    await feed_breaker(bus, breaker, compressed(False))
+    await feed(bus, breaker, compressed(False))
     assert breaker.failures("r1") == 1
-    await feed_breaker(bus, breaker, Event("agent.run.failed", scope=Scope(run_id="r1")))
+    await feed(bus, breaker, Event("agent.run.failed", scope=Scope(run_id="r1")))
     assert breaker.failures("r1") == 0
     breaker.close()
     await bus.close()

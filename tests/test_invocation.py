@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
+from async_helpers import wait_until
 
 from otel_agentbus import Event, EventBus, Scope
 from otel_agentbus.runs import current_run
@@ -22,15 +22,6 @@ from otel_agentbus.runtime.invocation import (
 )
 
 pytestmark = pytest.mark.timeout(60)
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll until ``predicate()``; fails the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.005)
 
 
 def run_events(bus: EventBus, run_id: str | None = None) -> list[Event]:

@@ -27,8 +27,6 @@ import json
 import math
 import queue
 import re
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -42,6 +40,7 @@ from typing import Any
 
 import pytest
 import yaml
+from telemetry_helpers import free_port, terminate
 from test_dashboards_promql import (
     LABEL_VALUES,
     collector_config,
@@ -181,12 +180,6 @@ asyncio.run(main())
 '''
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def duration_ms(text: str | int | float) -> float:
     if isinstance(text, int | float):
         return float(text)
@@ -247,16 +240,6 @@ class Stack:
         return result
 
 
-def stop(process: subprocess.Popen[Any]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     prometheus = require_tool("prometheus")
@@ -308,8 +291,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield result
     finally:
         if server is not None:
-            stop(server)
-        stop(child)
+            terminate(server, timeout=5)
+        terminate(child, timeout=5)
 
 
 def wait_for_runs(stack: Stack, server: subprocess.Popen[bytes], log: Path,

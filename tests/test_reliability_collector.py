@@ -22,12 +22,11 @@ from reliability_helpers import (
     RawCollector,
     child,
     db_counts,
-    free_port,
     kill9,
     report,
     start_receiver_at,
 )
-from telemetry_helpers import child_env
+from telemetry_helpers import child_env, free_port
 
 from otel_agentbus import semconv as sc
 from otel_agentbus.receiver.queries import get_trace, list_runs, metric_points

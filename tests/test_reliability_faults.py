@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from reliability_helpers import child, db_counts, kill9, report, start_receiver_
 from telemetry_helpers import (
     Harness,
     HarnessFactory,
+    attrs,
     child_env,
     parent_id,
     run_python,
@@ -44,17 +44,6 @@ from otel_agentbus.runtime.execution import ExecutionContext
 from otel_agentbus.runtime.graph import Graph
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-async def make() -> AsyncIterator[HarnessFactory]:
-    factory = HarnessFactory()
-    yield factory
-    await factory.close()
-
-
-def attrs(span: ReadableSpan) -> dict[str, Any]:
-    return dict(span.attributes or {})
 
 
 def metric_value(reader: InMemoryMetricReader, name: str) -> float:

@@ -4,11 +4,11 @@ client input, event-triggered entry points, graphs, telemetry and stats."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from async_helpers import WAIT, eventually
 from hypothesis import given
 from hypothesis import strategies as st
 from opentelemetry import trace
@@ -26,17 +26,6 @@ from otel_agentbus.runtime.execution import (
 from otel_agentbus.runtime.graph import CONTINUE, Edge, Graph, GraphError, Node
 from otel_agentbus.runtime.retention import ExpiringStore
 
-WAIT = 10.0
-"""Upper bound of every wait: generous, the suite shares two cores with others."""
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.005)
-
 
 def kinds(bus: EventBus, run_id: str | None = None) -> list[str]:
     return [e.kind for e in reversed(bus.history(run_id=run_id, limit=None))]
@@ -44,15 +33,6 @@ def kinds(bus: EventBus, run_id: str | None = None) -> list[str]:
 
 async def echo(ctx: ExecutionContext, input: Any) -> Any:
     return {"echo": input}
-
-
-@pytest.fixture
-async def runtimes() -> AsyncIterator[list[AgentRuntime]]:
-    """Runtimes made by a test are stopped even when it fails."""
-    made: list[AgentRuntime] = []
-    yield made
-    for runtime in made:
-        await runtime.stop()
 
 
 @pytest.fixture

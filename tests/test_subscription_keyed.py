@@ -13,6 +13,7 @@ from collections import defaultdict
 from typing import Any
 
 import pytest
+from async_helpers import yields
 
 from otel_agentbus import Event, EventBus, Scope
 
@@ -24,11 +25,6 @@ KIND = "custom.work"
 @pytest.fixture(autouse=True)
 def _quiet_bus_logs(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.CRITICAL, logger="otel_agentbus.bus")
-
-
-async def yields(count: int) -> None:
-    for _ in range(count):
-        await asyncio.sleep(0)
 
 
 def work(run: int, i: int, **payload: Any) -> Event:

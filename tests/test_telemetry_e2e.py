@@ -6,14 +6,13 @@ providers there and nothing leaks into this process.
 
 from __future__ import annotations
 
-import socket
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from telemetry_helpers import Receiver, run_python, start_receiver
+from telemetry_helpers import Receiver, free_port, run_python, start_receiver
 
 from otel_agentbus import semconv as sc
 from otel_agentbus.receiver.queries import (
@@ -322,14 +321,8 @@ asyncio.run(main())
 '''
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_dead_collector_never_blocks_the_agent() -> None:
-    result = run_python(DEAD_COLLECTOR, f"http://127.0.0.1:{_closed_port()}", timeout=45)
+    result = run_python(DEAD_COLLECTOR, f"http://127.0.0.1:{free_port()}", timeout=45)
     assert result["published"] == 2000
     assert result["counts"] == [2000, 2000]  # every subscriber got every event
     assert result["publish_s"] < 5  # the default OTLP timeout is 10 s: no export on this path

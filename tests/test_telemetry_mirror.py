@@ -23,6 +23,7 @@ from telemetry_helpers import (
     Harness,
     HarnessFactory,
     all_events,
+    attrs,
     hex_span,
     hex_trace,
     otlp_bytes,
@@ -57,13 +58,6 @@ def _clean_otel_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-@pytest.fixture
-async def make() -> AsyncIterator[HarnessFactory]:
-    factory = HarnessFactory()
-    yield factory
-    await factory.close()
-
-
 def ev(kind: str, payload: dict[str, Any] | None = None, **scope: str) -> Event:
     return Event(kind, payload, scope=Scope(**scope))
 
@@ -75,10 +69,6 @@ async def publish(bus: EventBus, *events: Event) -> None:
 
 def of_run(spans: list[ReadableSpan], run_id: str) -> list[ReadableSpan]:
     return [s for s in spans if (s.attributes or {}).get(sc.RUN_ID) == run_id]
-
-
-def attrs(span: ReadableSpan) -> dict[str, Any]:
-    return dict(span.attributes or {})
 
 
 async def full_run(

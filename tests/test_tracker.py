@@ -7,7 +7,6 @@ import logging
 import os
 import random
 import stat
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +31,6 @@ OPTIONS = [
     {"id": "answer", "description": "answer from memory", "pros": ["fast"],
      "cons": ["stale"], "confidence": 0.3},
 ]
-
-
-@pytest.fixture
-async def make() -> AsyncIterator[HarnessFactory]:
-    factory = HarnessFactory()
-    yield factory
-    await factory.close()
 
 
 def events(bus: EventBus, kind: str | None = None) -> list[Event]:

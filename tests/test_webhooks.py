@@ -8,11 +8,11 @@ import asyncio
 import http.client
 import json
 import socket
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from async_helpers import WAIT, eventually
 from telemetry_helpers import Harness, HarnessFactory, otlp_bytes, parent_id, trace_id
 
 from otel_agentbus import EventBus
@@ -22,17 +22,8 @@ from otel_agentbus.runtime.execution import ExecutionContext
 from otel_agentbus.runtime.webhooks import is_sensitive_header, safe_headers, sign
 from otel_agentbus.telemetry.content import CaptureMode, ContentPolicy
 
-WAIT = 10.0
 SECRET = "webhook-secret"
 CANARY = "CANARY-7f3a9c"
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.005)
 
 
 Reply = tuple[int, dict[str, Any], dict[str, str]]
@@ -84,14 +75,6 @@ class Agent:
             ctx.publish("custom.request.seen", {"request": input})
         await asyncio.wait_for(self.release.wait(), WAIT)
         return {"got": input["payload"]}
-
-
-@pytest.fixture
-async def runtimes() -> AsyncIterator[list[AgentRuntime]]:
-    made: list[AgentRuntime] = []
-    yield made
-    for runtime in made:
-        await runtime.stop()  # closes the server and cancels what still runs
 
 
 @pytest.fixture
