@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from json.encoder import encode_basestring
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from google.protobuf import descriptor_pb2  # type: ignore[import-untyped]
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 _MAX_CACHED: Final = 8192
 _MAX_CACHED_BYTES: Final = 256
 _NOT_PENDING: Final[Any] = object()
+_V = TypeVar("_V")
 
 
 def _lite_request_class() -> Any:
@@ -109,6 +110,15 @@ _LiteRequest: Final = _lite_request_class()
 def _merged(parts: Sequence[bytes]) -> bytes:
     """One message's bytes from its occurrences: concatenated messages parse as merged."""
     return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _remember(cache: dict[bytes, _V], raw: bytes, value: _V) -> None:
+    """Cache ``value`` under a message's bytes, within bounds: only short messages (the
+    repeated ones), and a full cache starts over rather than growing."""
+    if len(raw) <= _MAX_CACHED_BYTES:
+        if len(cache) >= _MAX_CACHED:
+            cache.clear()
+        cache[raw] = value
 
 
 def _simple_string(raw: bytes) -> tuple[str, str] | None:
@@ -179,10 +189,7 @@ class _Attributes:
             entry = cache.get(raw)
             if entry is None:
                 entry = self._entry(raw)
-                if len(raw) <= _MAX_CACHED_BYTES:
-                    if len(cache) >= _MAX_CACHED:
-                        cache.clear()
-                    cache[raw] = entry
+                _remember(cache, raw, entry)
             key, fragment, value = entry
             by_key[key] = fragment
             fragments.append(fragment)
@@ -205,12 +212,8 @@ def _status(parts: Sequence[bytes]) -> tuple[str, str]:
     cached = _statuses.get(raw)
     if cached is None:
         status = Status.FromString(raw)
-        code = status.code
-        cached = (STATUS_CODES.get(code) or str(code), status.message)
-        if len(raw) <= _MAX_CACHED_BYTES:
-            if len(_statuses) >= _MAX_CACHED:
-                _statuses.clear()
-            _statuses[raw] = cached
+        cached = (STATUS_CODES[status.code], status.message)
+        _remember(_statuses, raw, cached)
     return cached
 
 
@@ -226,10 +229,9 @@ def _values(data: bytes) -> SpanValues:
     attributes_json = _attributes.json
     kinds = SPAN_KINDS
     for resource_spans in request.resource_spans:
-        resource_json, service = _resource(Resource.FromString(
-            b"".join(resource_spans.resource)))
+        resource_json, service = _resource(Resource.FromString(_merged(resource_spans.resource)))
         for scope_spans in resource_spans.scope_spans:
-            scope = InstrumentationScope.FromString(b"".join(scope_spans.scope))
+            scope = InstrumentationScope.FromString(_merged(scope_spans.scope))
             scope_name, scope_version = scope.name, scope.version
             for span in scope_spans.spans:
                 trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
@@ -238,14 +240,13 @@ def _values(data: bytes) -> SpanValues:
                 attributes, pending = attributes_json(span.attributes)
                 events, links = span.events, span.links
                 code, message = _status(span.status)
-                kind = span.kind
                 count += 1
                 extend((
                     trace_id.hex(),
                     span_id.hex(),
                     parent.hex() if parent else None,
                     span.name,
-                    kinds.get(kind) or str(kind),
+                    kinds[span.kind],
                     span.start_time_unix_nano,
                     span.end_time_unix_nano,
                     code,

@@ -8,7 +8,6 @@ clients do not retry it.
 
 from __future__ import annotations
 
-import hmac
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn
@@ -22,6 +21,7 @@ from opentelemetry.proto.collector.metrics.v1 import (
 )
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
+from .auth import bearer_matches
 from .convert import MalformedRequest
 from .ingest import Ingest, Signal
 
@@ -46,10 +46,7 @@ class _Exporter:
             return True
         for key, value in context.invocation_metadata() or ():
             if key.lower() == "authorization" and isinstance(value, str):
-                scheme, _, credentials = value.partition(" ")
-                return scheme.lower() == "bearer" and hmac.compare_digest(
-                    credentials.strip().encode(), self.token.encode()
-                )
+                return bearer_matches(value, self.token)
         return False
 
     def export(self, data: bytes, context: Any) -> Message:
@@ -67,7 +64,10 @@ class _Exporter:
             _abort(context, grpc.StatusCode.INTERNAL, f"internal error: {exc}")
 
 
-class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
+class _ExportServicer:
+    """``Export``, the one method of each collector service, handed to its signal's
+    exporter; listed first in the bases so it overrides the generated stub."""
+
     def __init__(self, exporter: _Exporter) -> None:
         self._exporter = exporter
 
@@ -75,20 +75,16 @@ class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         return self._exporter.export(request, context)
 
 
-class MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
-    def __init__(self, exporter: _Exporter) -> None:
-        self._exporter = exporter
-
-    def Export(self, request: bytes, context: Any) -> Message:
-        return self._exporter.export(request, context)
+class TraceService(_ExportServicer, trace_service_pb2_grpc.TraceServiceServicer):
+    """The collector's TraceService."""
 
 
-class LogsService(logs_service_pb2_grpc.LogsServiceServicer):
-    def __init__(self, exporter: _Exporter) -> None:
-        self._exporter = exporter
+class MetricsService(_ExportServicer, metrics_service_pb2_grpc.MetricsServiceServicer):
+    """The collector's MetricsService."""
 
-    def Export(self, request: bytes, context: Any) -> Message:
-        return self._exporter.export(request, context)
+
+class LogsService(_ExportServicer, logs_service_pb2_grpc.LogsServiceServicer):
+    """The collector's LogsService."""
 
 
 def _handler(full_name: str, servicer: Any, response_type: type[Message]) -> Any:

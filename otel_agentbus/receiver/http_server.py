@@ -8,7 +8,6 @@ errors included (a ``google.rpc.Status``, as the OTLP spec asks).
 from __future__ import annotations
 
 import contextlib
-import hmac
 import logging
 import socket
 import threading
@@ -17,9 +16,10 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final, cast
 
-from google.protobuf import json_format  # type: ignore[import-untyped]
+from google.protobuf.message import Message  # type: ignore[import-untyped]
 from google.rpc.status_pb2 import Status  # type: ignore[import-untyped]
 
+from .auth import bearer_matches
 from .convert import MalformedRequest
 from .ingest import SIGNAL_BY_PATH, Ingest, Signal
 from .otlp_json import parse_json, to_json
@@ -42,6 +42,13 @@ _GRPC_CODES: Final[dict[int, int]] = {
     415: 3,
     500: 13,
 }
+_IDENTITY: Final = ("", "identity")
+_WINDOW_BITS: Final = {
+    "gzip": 16 + zlib.MAX_WBITS,
+    "x-gzip": 16 + zlib.MAX_WBITS,
+    "deflate": zlib.MAX_WBITS,
+}
+"""zlib's ``wbits`` for each compressed Content-Encoding we accept."""
 
 
 class _HTTPError(Exception):
@@ -98,18 +105,21 @@ def _media_type(header: str | None) -> str:
     return (header or "").split(";", 1)[0].strip().lower()
 
 
-def _decompress(data: bytes, encoding: str, limit: int) -> bytes:
-    """Undo Content-Encoding without ever inflating past ``limit`` bytes."""
-    if encoding in ("", "identity"):
-        return data
-    if encoding in ("gzip", "x-gzip"):
-        wbits = 16 + zlib.MAX_WBITS
-    elif encoding == "deflate":
-        wbits = zlib.MAX_WBITS
-    else:
+def _check_encoding(encoding: str) -> None:
+    """Refuse a Content-Encoding we cannot undo; checked before the body is read, so the
+    unread body is drained and the connection kept."""
+    if encoding not in _IDENTITY and encoding not in _WINDOW_BITS:
         raise _HTTPError(
             HTTPStatus.UNSUPPORTED_MEDIA_TYPE, f"unsupported Content-Encoding {encoding!r}"
         )
+
+
+def _decompress(data: bytes, encoding: str, limit: int) -> bytes:
+    """Undo Content-Encoding without ever inflating past ``limit`` bytes."""
+    if encoding in _IDENTITY:
+        return data
+    _check_encoding(encoding)
+    wbits = _WINDOW_BITS[encoding]
     out = bytearray()
     remaining = data
     try:
@@ -160,10 +170,7 @@ class _Handler(BaseHTTPRequestHandler):
                     f"Content-Type must be {PROTOBUF} or {JSON}, got {content_type or 'none'!r}",
                 )
             encoding = self.headers.get("Content-Encoding", "").strip().lower()
-            if encoding not in ("", "identity", "gzip", "x-gzip", "deflate"):
-                raise _HTTPError(
-                    HTTPStatus.UNSUPPORTED_MEDIA_TYPE, f"unsupported Content-Encoding {encoding!r}"
-                )
+            _check_encoding(encoding)
             body = self._read_body()
             self._body_consumed = True
             body = _decompress(body, encoding, self._server.max_body)
@@ -184,10 +191,7 @@ class _Handler(BaseHTTPRequestHandler):
                 response_type,
             )
             return
-        if response_type == PROTOBUF:
-            self._send(HTTPStatus.OK, response.SerializeToString(), PROTOBUF)
-        else:
-            self._send(HTTPStatus.OK, to_json(response), JSON)
+        self._respond(HTTPStatus.OK, response, response_type)
 
     def _not_post(self) -> None:
         self._body_consumed = False
@@ -212,16 +216,16 @@ class _Handler(BaseHTTPRequestHandler):
         token = self._server.token
         if token is None:
             return
-        header = self.headers.get("Authorization", "")
-        scheme, _, credentials = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            credentials.strip().encode(), token.encode()
-        ):
+        if not bearer_matches(self.headers.get("Authorization", ""), token):
             raise _HTTPError(HTTPStatus.UNAUTHORIZED, "missing or invalid bearer token")
+
+    def _chunked(self) -> bool:
+        """A chunked body has no Content-Length: read it by chunks, or close to drop it."""
+        return "chunked" in self.headers.get("Transfer-Encoding", "").lower()
 
     def _read_body(self) -> bytes:
         limit = self._server.max_body
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+        if self._chunked():
             return self._read_chunked(limit)
         raw_length = self.headers.get("Content-Length")
         if raw_length is None:
@@ -272,7 +276,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not exc.drain or self.command == "HEAD":
             self.close_connection = True
             return
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+        if self._chunked():
             self.close_connection = True
             return
         try:
@@ -300,11 +304,19 @@ class _Handler(BaseHTTPRequestHandler):
             headers["WWW-Authenticate"] = 'Bearer realm="otel-agentbus"'
         if exc.status == HTTPStatus.METHOD_NOT_ALLOWED:
             headers["Allow"] = "POST"
-        if response_type == PROTOBUF:
-            self._send(exc.status, status.SerializeToString(), PROTOBUF, headers)
-        else:
-            body = json_format.MessageToJson(status, indent=None).encode("utf-8")
-            self._send(exc.status, body, JSON, headers)
+        self._respond(exc.status, status, response_type, headers)
+
+    def _respond(
+        self,
+        status: HTTPStatus,
+        message: Message,
+        response_type: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Answer with ``message`` in ``response_type`` (binary protobuf or OTLP/JSON),
+        the one encoding rule for successes and errors alike."""
+        body = message.SerializeToString() if response_type == PROTOBUF else to_json(message)
+        self._send(status, body, response_type, headers)
 
     def _send(
         self,

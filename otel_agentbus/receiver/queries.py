@@ -9,12 +9,12 @@ from __future__ import annotations
 import errno
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from .names import (
     AGENT_ATTRIBUTE,
@@ -257,32 +257,54 @@ def connect(db_path: str | Path) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
+def _fetch(db_path: str | Path, sql: str, params: tuple[str, ...] = ()) -> list[sqlite3.Row]:
+    """All rows of one query; the connection is closed before the rows are interpreted."""
+    with connect(db_path) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
 def _json(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
-def _span(row: sqlite3.Row) -> SpanRow:
-    return SpanRow(
-        trace_id=row["trace_id"],
-        span_id=row["span_id"],
-        parent_span_id=row["parent_span_id"],
-        name=row["name"],
-        kind=row["kind"],
-        start_ns=row["start_ns"],
-        end_ns=row["end_ns"],
-        status_code=row["status_code"],
-        status_message=row["status_message"],
-        attributes=_json(row["attributes"]),
-        events=[
-            SpanEvent(name=e["name"], time_ns=e["time_ns"], attributes=e["attributes"])
-            for e in _json(row["events"])
-        ],
-        links=_json(row["links"]),
-        resource=_json(row["resource"]),
-        scope_name=row["scope_name"],
-        service_name=row["service_name"],
-        pending=bool(row["pending"]),
-    )
+def _optional_bool(value: int | None) -> bool | None:
+    """SQLite stores a flag as 0/1; NULL stays "not applicable"."""
+    return None if value is None else bool(value)
+
+
+def _events(text: str) -> list[SpanEvent]:
+    """The ``events`` column (JSON) as typed events, so callers need not know its keys."""
+    return [
+        SpanEvent(name=e["name"], time_ns=e["time_ns"], attributes=e["attributes"])
+        for e in _json(text)
+    ]
+
+
+_Row = TypeVar("_Row", SpanRow, MetricPoint, LogRecord)
+_Decoder = Callable[[Any], Any]
+
+
+def _reader(cls: type[_Row], decoders: Mapping[str, _Decoder]) -> Callable[[sqlite3.Row], _Row]:
+    """A reader building ``cls`` from a row's same-named columns, ``decoders`` undoing how
+    some are stored (JSON text, 0/1): one copy for every row type, not a field-by-field one
+    each."""
+    names = tuple(f.name for f in fields(cls))
+
+    def read(row: sqlite3.Row) -> _Row:
+        return cls(**{name: decoders[name](row[name]) if name in decoders else row[name]
+                      for name in names})
+
+    return read
+
+
+_span: Final = _reader(SpanRow, {
+    "attributes": _json, "events": _events, "links": _json, "resource": _json, "pending": bool,
+})
+_metric_point: Final = _reader(MetricPoint, {
+    "attributes": _json, "histogram": _json, "exemplars": _json, "resource": _json,
+    "is_monotonic": _optional_bool,
+})
+_log_record: Final = _reader(LogRecord, {"body": _json, "attributes": _json, "resource": _json})
 
 
 def _run_status(span: SpanRow) -> str:
@@ -309,10 +331,8 @@ ORDER BY s.start_ns, s.trace_id, s.span_id
 
 def list_runs(db_path: str | Path) -> list[RunRow]:
     """Top-level agent runs (an ``invoke_agent`` span not under another one), oldest first."""
-    with connect(db_path) as conn:
-        rows = conn.execute(_RUNS_SQL).fetchall()
     runs: list[RunRow] = []
-    for row in rows:
+    for row in _fetch(db_path, _RUNS_SQL):
         span = _span(row)
         run_id = span.attributes.get(RUN_ID_ATTRIBUTE)
         agent = span.attributes.get(AGENT_ATTRIBUTE)
@@ -368,10 +388,8 @@ def _build_forest(spans: list[SpanRow]) -> list[SpanNode]:
 def get_trace(db_path: str | Path, trace_id: str) -> TraceTree:
     """All spans of one trace, as a tree and as a flat list sorted by start time."""
     tid = normalize_trace_id(trace_id)
-    with connect(db_path) as conn:
-        rows = conn.execute(
-            "SELECT * FROM spans WHERE trace_id = ? ORDER BY start_ns, span_id", (tid,)
-        ).fetchall()
+    rows = _fetch(db_path, "SELECT * FROM spans WHERE trace_id = ? ORDER BY start_ns, span_id",
+                  (tid,))
     if not rows:
         raise TraceNotFoundError(tid, Path(db_path).absolute())
     spans = [_span(r) for r in rows]
@@ -384,39 +402,14 @@ def get_trace(db_path: str | Path, trace_id: str) -> TraceTree:
 
 def trace_ids(db_path: str | Path) -> list[str]:
     """Every stored trace id, by first span start."""
-    with connect(db_path) as conn:
-        rows = conn.execute(
-            "SELECT trace_id FROM spans GROUP BY trace_id ORDER BY MIN(start_ns)"
-        ).fetchall()
+    rows = _fetch(db_path, "SELECT trace_id FROM spans GROUP BY trace_id ORDER BY MIN(start_ns)")
     return [r[0] for r in rows]
 
 
 def metric_points(db_path: str | Path, name: str) -> list[MetricPoint]:
     """Every stored data point of metric ``name``, in time order."""
-    with connect(db_path) as conn:
-        rows = conn.execute(
-            "SELECT * FROM metrics WHERE name = ? ORDER BY time_ns, id", (name,)
-        ).fetchall()
-    return [
-        MetricPoint(
-            name=r["name"],
-            description=r["description"],
-            unit=r["unit"],
-            type=r["type"],
-            time_ns=r["time_ns"],
-            start_time_ns=r["start_time_ns"],
-            attributes=_json(r["attributes"]),
-            value=r["value"],
-            histogram=_json(r["histogram"]),
-            exemplars=_json(r["exemplars"]),
-            temporality=r["temporality"],
-            is_monotonic=None if r["is_monotonic"] is None else bool(r["is_monotonic"]),
-            resource=_json(r["resource"]),
-            scope_name=r["scope_name"],
-            service_name=r["service_name"],
-        )
-        for r in rows
-    ]
+    rows = _fetch(db_path, "SELECT * FROM metrics WHERE name = ? ORDER BY time_ns, id", (name,))
+    return [_metric_point(r) for r in rows]
 
 
 def log_records(db_path: str | Path, trace_id: str | None = None) -> list[LogRecord]:
@@ -427,26 +420,7 @@ def log_records(db_path: str | Path, trace_id: str | None = None) -> list[LogRec
         sql += " WHERE trace_id = ?"
         params = (normalize_trace_id(trace_id),)
     sql += " ORDER BY CASE WHEN time_ns > 0 THEN time_ns ELSE observed_time_ns END, id"
-    with connect(db_path) as conn:
-        rows = conn.execute(sql, params).fetchall()
-    return [
-        LogRecord(
-            time_ns=r["time_ns"],
-            observed_time_ns=r["observed_time_ns"],
-            severity_number=r["severity_number"],
-            severity_text=r["severity_text"],
-            body=_json(r["body"]),
-            event_name=r["event_name"],
-            attributes=_json(r["attributes"]),
-            trace_id=r["trace_id"],
-            span_id=r["span_id"],
-            flags=r["flags"],
-            resource=_json(r["resource"]),
-            scope_name=r["scope_name"],
-            service_name=r["service_name"],
-        )
-        for r in rows
-    ]
+    return [_log_record(r) for r in _fetch(db_path, sql, params)]
 
 
 __all__ = [

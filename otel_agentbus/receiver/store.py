@@ -81,17 +81,19 @@ CREATE INDEX IF NOT EXISTS logs_trace ON logs (trace_id);
 """
 
 
-def _insert_sql(table: str, columns: Sequence[str]) -> str:
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
+def _insert_sql(table: str, columns: Sequence[str], rows: int = 1) -> str:
+    """``INSERT`` of ``rows`` rows in one statement, every value a parameter."""
+    row = f"({', '.join('?' for _ in columns)})"
+    values = ", ".join(row for _ in range(rows))
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values}"
 
 
 _SPAN_COLUMNS = SpanRecord._fields
 # A later record replaces an earlier one with the same ids, except that a
 # "pending" placeholder never overwrites the finished span (exporters may
 # deliver them out of order).
-_UPSERT_SPAN = (
-    _insert_sql("spans", _SPAN_COLUMNS)
-    + " ON CONFLICT (trace_id, span_id) DO UPDATE SET "
+_UPSERT_CLAUSE = (
+    " ON CONFLICT (trace_id, span_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _SPAN_COLUMNS if c not in ("trace_id", "span_id"))
     + " WHERE excluded.pending = 0 OR spans.pending = 1"
 )
@@ -101,8 +103,6 @@ sqlite3 releases the GIL around every step; when the receiver shares a process w
 agent (the embedded receiver), getting the GIL back can take a switch interval (5 ms) each
 time, so a 512-span request took seconds while the agent ran. One statement steps SQLite
 once for up to 1,024 rows (18 parameters a row, below SQLite's limit of 32,766)."""
-_UPSERT_CLAUSE = _UPSERT_SPAN[len(_insert_sql("spans", _SPAN_COLUMNS)):]
-_SPAN_ROW = "(" + ", ".join("?" for _ in _SPAN_COLUMNS) + ")"
 _upsert_sql_cache: dict[int, str] = {}
 
 
@@ -110,8 +110,7 @@ def _upsert_spans_sql(rows: int) -> str:
     """The upsert of ``rows`` spans in one statement (same semantics as row by row)."""
     sql = _upsert_sql_cache.get(rows)
     if sql is None:
-        sql = (f"INSERT INTO spans ({', '.join(_SPAN_COLUMNS)}) VALUES "
-               + ", ".join(_SPAN_ROW for _ in range(rows)) + _UPSERT_CLAUSE)
+        sql = _insert_sql("spans", _SPAN_COLUMNS, rows) + _UPSERT_CLAUSE
         if len(_upsert_sql_cache) < 256:
             _upsert_sql_cache[rows] = sql
     return sql
