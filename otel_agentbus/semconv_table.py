@@ -47,7 +47,8 @@ def render_names_table(groups: Sequence[semconv.NameGroup] = semconv.NAME_TABLE)
         "| --- | --- | --- | --- |",
         *(_row(group) for group in groups),
     ]
-    return "\n".join(lines) + "\n"
+    # The blank line ends the table before the end marker in every markdown renderer.
+    return "\n".join(lines) + "\n\n"
 
 
 def _block_bounds(document: str) -> tuple[int, int]:
