@@ -2,14 +2,16 @@
 
 The GenAI conventions are still "Development" status and moved repositories in 2026; the
 constants in ``opentelemetry-semantic-conventions`` are deprecated. Keeping our own table
-means a rename upstream is one edit here, and the README's table is generated from it.
+means a rename upstream is one edit here, and the README's table is generated from
+``NAME_TABLE`` below (``python -m otel_agentbus.semconv_table``).
 Names under ``agentbus.`` are the project's own: no convention covers graph nodes,
 iterations or decisions.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from dataclasses import dataclass
+from typing import Final, Literal
 
 SCHEMA_VERSION: Final = "0.1.0"
 """Bumped whenever a name below changes; exported as the instrumentation scope version."""
@@ -115,3 +117,90 @@ DURATION_BUCKETS: Final = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56,
                            10.24, 20.48, 40.96, 81.92)
 TOKEN_BUCKETS: Final = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576,
                         4194304, 16777216, 67108864)
+
+
+# ---------------------------------------------------------------- the documented table
+NameKind = Literal["attribute", "span event", "metric"]
+
+
+@dataclass(frozen=True, slots=True)
+class NameGroup:
+    """Names that travel together, what kind of name they are, and where they appear.
+
+    One row of the README's names table; ``where`` is markdown. Whether a name is a
+    convention's or the project's own follows from its prefix (``convention_of``).
+    """
+
+    names: tuple[str, ...]
+    kind: NameKind
+    where: str
+
+
+NAME_TABLE: Final[tuple[NameGroup, ...]] = (
+    NameGroup((GEN_AI_OPERATION_NAME,), "attribute",
+              f"every GenAI span: `{OP_INVOKE_AGENT}`, `{OP_CHAT}`, `{OP_EXECUTE_TOOL}`"),
+    NameGroup((GEN_AI_AGENT_NAME, GEN_AI_AGENT_ID), "attribute",
+              f"run span (`{GEN_AI_AGENT_NAME}` on every span of the run, and a label of the "
+              "tool and LLM metrics)"),
+    NameGroup((GEN_AI_CONVERSATION_ID,), "attribute",
+              "every span of a run whose scope has a `session_id` (never invented)"),
+    NameGroup((GEN_AI_PROVIDER_NAME, GEN_AI_REQUEST_MODEL, GEN_AI_RESPONSE_MODEL,
+               GEN_AI_RESPONSE_FINISH_REASONS), "attribute", f"`{OP_CHAT}` span"),
+    NameGroup((GEN_AI_USAGE_INPUT_TOKENS, GEN_AI_USAGE_OUTPUT_TOKENS,
+               GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, GEN_AI_USAGE_REASONING_OUTPUT_TOKENS),
+              "attribute", f"`{OP_CHAT}` span (token usage)"),
+    NameGroup((GEN_AI_TOOL_NAME, GEN_AI_TOOL_CALL_ID, GEN_AI_TOOL_TYPE, GEN_AI_TOOL_DESCRIPTION),
+              "attribute", f"`{OP_EXECUTE_TOOL}` span"),
+    NameGroup((GEN_AI_TOOL_CALL_ARGUMENTS, GEN_AI_TOOL_CALL_RESULT, GEN_AI_INPUT_MESSAGES,
+               GEN_AI_OUTPUT_MESSAGES, GEN_AI_SYSTEM_INSTRUCTIONS), "attribute",
+              f"content on the `{OP_EXECUTE_TOOL}` and `{OP_CHAT}` spans, only when capture "
+              "is switched on"),
+    NameGroup((GEN_AI_TOKEN_TYPE,), "attribute",
+              f"label of `{METRIC_TOKEN_USAGE}`: `input` or `output`"),
+    NameGroup((ERROR_TYPE,), "attribute",
+              f"failed spans (`{ERROR_TYPE_FALLBACK}` when unknown, `{STATUS_CANCELLED}` for "
+              "cancelled runs)"),
+    NameGroup((RUN_ID, RUN_STATUS, STREAM_ID, GRAPH_ID, TURN_ID), "attribute",
+              f"run span (`{RUN_ID}` on all its spans); `{RUN_STATUS}` is "
+              f"`{STATUS_COMPLETED}`, `{STATUS_FAILED}` or `{STATUS_CANCELLED}`"),
+    NameGroup((NODE_ID, NODE_ITERATION, NODE_ITERATIONS, NODE_MAX_ITERATIONS), "attribute",
+              "node and iteration spans"),
+    NameGroup((LLM_CHUNKS, LLM_REASONING_CHUNKS, LLM_TIME_TO_FIRST_CHUNK), "attribute",
+              f"`{OP_CHAT}` span (deltas aggregated, never a span or event each)"),
+    NameGroup((END_REASON, SPAN_PENDING, EVENTS_BATCH), "attribute",
+              "spans ended without their end event (run_ended, cancelled, timeout, shutdown); "
+              "the early pending record of an open span; `agentbus.events` batch spans"),
+    NameGroup((EVENT_KIND, EVENT_SEQ, EVENT_ID), "attribute", "every span event"),
+    NameGroup((DECISION_ID, DECISION_INTENT, DECISION_OPTIONS, DECISION_CHOSEN,
+               DECISION_REASONING), "attribute", f"`{EV_DECISION}` span events"),
+    NameGroup((EV_DECISION, EV_OUTCOME, EV_PROBLEM), "span event",
+              "on the innermost open span (the tool call they name, else the node's iteration, "
+              "else the run); other kinds become span events named after the kind"),
+    NameGroup((METRIC_OPERATION_DURATION, METRIC_TOKEN_USAGE), "metric",
+              f"per LLM call: duration in s, tokens by `{GEN_AI_TOKEN_TYPE}`"),
+    NameGroup((METRIC_RUNS, METRIC_RUN_DURATION), "metric",
+              f"per run, by agent and `{RUN_STATUS}`"),
+    NameGroup((METRIC_TOOL_CALLS, METRIC_TOOL_DURATION), "metric",
+              "per tool call, by tool and status"),
+    NameGroup((METRIC_DECISIONS, METRIC_VIOLATIONS, METRIC_DOOM_LOOPS), "metric",
+              "decisions, constraint violations and doom loops counted"),
+    NameGroup((METRIC_BUS_PUBLISHED, METRIC_BUS_DROPPED, METRIC_BUS_FAILED, METRIC_QUEUE_DEPTH),
+              "metric", "bus health, read from `bus.stats()`"),
+    NameGroup((METRIC_EXPORT_SPANS, METRIC_MEASUREMENTS_DROPPED), "metric",
+              "export health: spans by `outcome` (exported, failed, dropped); measurements "
+              "dropped before collection"),
+)
+
+_CONVENTIONS: Final = (
+    ("gen_ai.", "GenAI semconv"),
+    ("error.", "OTel semconv"),
+    ("agentbus.", "project"),
+)
+
+
+def convention_of(name: str) -> str:
+    """Who defines ``name``: a semantic convention or the project (from its prefix)."""
+    for prefix, owner in _CONVENTIONS:
+        if name.startswith(prefix):
+            return owner
+    raise ValueError(f"{name!r} has no known prefix ({', '.join(p for p, _ in _CONVENTIONS)})")
