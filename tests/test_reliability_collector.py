@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from reliability_helpers import (
     RawCollector,
     child,
@@ -128,6 +129,10 @@ def test_slow_collector(tmp_path: Path) -> None:
         slow.stop()
 
 
+@pytest.mark.skipif(
+    not hasattr(OTLPSpanExporter, "_initialize_channel_and_stub"),
+    reason="this OTLP exporter release does not rebuild its channel after UNAVAILABLE; "
+           "gRPC's own reconnect backoff can outlast the test")
 def test_collector_killed_and_restarted_mid_run(tmp_path: Path) -> None:
     port = free_port()
     receiver = start_receiver_at(tmp_path, grpc_port=port)
