@@ -3,7 +3,12 @@
 Publish what your agent does as :class:`Event` objects on an :class:`EventBus`; subscribers
 get them in-process, and the telemetry mirror turns them into traces, span events and
 metrics exported over OTLP.
+
+``Telemetry`` and ``configure`` load on first use: importing the bus, events, filters and
+subscriptions needs the OpenTelemetry API only; the SDK loads when telemetry is configured.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from .bus import BusClosedError, BusStats, EventBus, PublishResult
 from .events import (
@@ -25,7 +30,9 @@ from .subscription import (
     Subscription,
     SubscriptionClosedError,
 )
-from .telemetry import Telemetry, configure
+
+if TYPE_CHECKING:
+    from .telemetry.config import Telemetry, configure
 
 __version__ = "0.1.0"
 
@@ -58,3 +65,17 @@ __all__ = [
     "known_kinds",
     "make_filter",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Telemetry", "configure"):
+        from .telemetry import config
+
+        value = getattr(config, name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -21,7 +21,7 @@ from opentelemetry import context as otel_context
 from .bus import BusClosedError, EventBus
 from .events import Event, Scope, Severity, Source, new_event_id
 from .redaction import redact_secrets
-from .telemetry.context import context_of
+from .tracecontext import context_of
 
 logger = logging.getLogger("otel_agentbus.runs")
 

@@ -20,9 +20,8 @@ from otel_agentbus.telemetry.config import (
     EXPORTS_IN_FLIGHT,
     CountingSpanExporter,
     PipelinedSpanExporter,
-    _batch_processor,
-    _FlushingBatchSpanProcessor,
 )
+from otel_agentbus.telemetry.export import _batch_processor, _FlushingBatchSpanProcessor
 
 pytestmark = pytest.mark.timeout(30)
 

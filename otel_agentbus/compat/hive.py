@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ..bus import EventBus as CoreBus
 from ..events import Correlation, Event, Scope, Source, thaw_json
@@ -34,7 +34,9 @@ from ..instrument import json_data
 from ..kinds import HIVE_TYPE_TO_KIND, KNOWN_KINDS
 from ..subscription import Subscription as CoreSubscription
 from ..subscription import in_handler
-from ..telemetry import Telemetry
+
+if TYPE_CHECKING:  # telemetry= is only attached (.attach()): no SDK import at runtime
+    from ..telemetry.config import Telemetry
 
 __all__ = ["AgentEvent", "EventBus", "EventHandler", "EventType", "Subscription"]
 

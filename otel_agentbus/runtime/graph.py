@@ -30,7 +30,7 @@ from typing import Any, Final, Literal
 from opentelemetry import context as otel_context
 
 from ..events import Severity
-from ..telemetry.context import context_of
+from ..tracecontext import context_of
 from .execution import ExecutionContext
 
 

@@ -19,7 +19,7 @@ from opentelemetry import trace
 from opentelemetry.propagate import extract
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event as SpanEvent
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.sampling import Decision, Sampler
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
@@ -35,6 +35,7 @@ from ..events import (
 )
 from .content import ContentPolicy
 from .metrics import MirrorMetrics
+from .sdk_internals import new_readable_span
 
 logger = logging.getLogger("otel_agentbus.telemetry")
 
@@ -294,7 +295,7 @@ class TelemetryMirror:
             attributes[sc.LLM_REASONING_CHUNKS] = span.reasoning_chunks
         self.spans_emitted += 1
         start_ns = span.start_ns
-        self._processor.on_end(ReadableSpan(
+        self._processor.on_end(new_readable_span(
             span.name, span.context, span.parent, self._resource, attributes,
             tuple(span.events) if span.events else (), (), span.kind, None, status, start_ns,
             end_ns if end_ns > start_ns else start_ns, self._scope,
@@ -390,7 +391,7 @@ class TelemetryMirror:
         in progress long before the run span itself ends (Logfire's "pending span")."""
         context = SpanContext(root.context.trace_id, _getrandbits(64), False, _SAMPLED)
         self.spans_emitted += 1
-        self._processor.on_end(ReadableSpan(
+        self._processor.on_end(new_readable_span(
             root.name, context, root.context, self._resource,
             {**root.attributes, sc.SPAN_PENDING: True}, (), (), SpanKind.INTERNAL, None, _OK,
             root.start_ns, root.start_ns, self._scope,

@@ -22,15 +22,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from opentelemetry.attributes import BoundedAttributes
-from opentelemetry.exporter.otlp.proto.common._internal import (
-    _encode_instrumentation_scope,
-    _encode_key_value,
-    _encode_resource,
-)
-from opentelemetry.exporter.otlp.proto.common._internal import (
-    _logger as _sdk_encoder_logger,
-)
-from opentelemetry.exporter.otlp.proto.common._internal.trace_encoder import _SPAN_KIND_MAP
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -41,6 +32,14 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Status, StatusCode
+
+from . import sdk_internals as internals
+from .sdk_internals import (
+    SPAN_KIND_MAP,
+    encode_instrumentation_scope,
+    encode_key_value,
+    encode_resource,
+)
 
 _BYTES: Final = tuple(bytes((n,)) for n in range(128))
 _pack_fixed64 = struct.Struct("<Q").pack
@@ -53,9 +52,11 @@ _FLAGS_REMOTE: Final = b"\x85\x01" + struct.pack("<I", 0x300)
 _EMPTY_STATUS: Final = b"\x7a\x00"
 _pack_times = struct.Struct("<BQBQ").pack
 _KIND_FIELDS: Final = {kind: (b"\x30" + bytes((value,)) if value else b"")
-                       for kind, value in _SPAN_KIND_MAP.items()}
+                       for kind, value in SPAN_KIND_MAP.items()}
 _SDK_SPAN_TYPES: Final = frozenset({ReadableSpan, SdkSpan})
 _NO_OBJECT: Final = object()
+_NULLS: Final = internals.ENCODES_NULLS
+"""None (alone or in a list) encodes as an empty AnyValue; older SDKs drop the attribute."""
 _EXPORT_METHOD: Final = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 MAX_REQUEST_BYTES: Final = 4_000_000
 """Largest request the gRPC exporter sends: gRPC servers, the collector's OTLP receiver
@@ -98,6 +99,8 @@ def _any_value(value: Any) -> bytes | None:
         items = []
         for item in value:
             if item is None:
+                if not _NULLS:
+                    return None
                 items.append(b"\x0a\x00")
                 continue
             encoded = _any_value(item)
@@ -105,7 +108,7 @@ def _any_value(value: Any) -> bytes | None:
                 return None
             items.append(_field(b"\x0a", encoded))
         return _field(b"\x2a", b"".join(items))
-    if value is None:
+    if value is None and _NULLS:
         return b""
     return None
 
@@ -122,6 +125,9 @@ def _dropped(container: object) -> int | None:
     return None
 
 
+_SPAN_CONTAINERS: Final = internals.SPAN_CONTAINERS
+
+
 def _dropped_counts(span: ReadableSpan) -> tuple[int, int, int]:
     """``(dropped_attributes, dropped_events, dropped_links)``.
 
@@ -129,10 +135,10 @@ def _dropped_counts(span: ReadableSpan) -> tuple[int, int, int]:
     span's encoding), so for the SDK's own span classes the containers are read directly;
     any other class, container or SDK layout goes through the properties.
     """
-    if type(span) in _SDK_SPAN_TYPES:
+    if _SPAN_CONTAINERS and type(span) in _SDK_SPAN_TYPES:
         try:
-            counts = (_dropped(span._attributes), _dropped(span._events),
-                      _dropped(span._links))
+            attributes, events, links = internals.span_containers(span)
+            counts = (_dropped(attributes), _dropped(events), _dropped(links))
         except AttributeError:
             counts = (None, None, None)
         if None not in counts:
@@ -169,9 +175,11 @@ class SpanEncoder:
         if any_value is None or key_bytes is None:
             # The SDK's own encoding, and its handling of what it cannot encode.
             try:
-                return bytes(_encode_key_value(key, value).SerializeToString())
+                return bytes(encode_key_value(key, value).SerializeToString())
             except Exception as error:
-                _sdk_encoder_logger.exception("Failed to encode key %s: %s", key, error)
+                if internals.encoder_logger is not None:
+                    internals.encoder_logger.exception("Failed to encode key %s: %s", key,
+                                                       error)
                 return None
         return key_bytes + _field(b"\x12", any_value)
 
@@ -364,13 +372,13 @@ class SpanEncoder:
             scope_parts = []
             for scope, encoded_spans in scopes.items():
                 head = (_field(b"\x0a", self._cached(self._scopes, scope,
-                                                     _encode_instrumentation_scope))
+                                                     encode_instrumentation_scope))
                         if scope is not None else b"\x0a\x00")
                 body = head + b"".join(encoded_spans)
                 if scope is not None and scope.schema_url:
                     body += _field(b"\x1a", scope.schema_url.encode())
                 scope_parts.append(_field(b"\x12", body))
-            body = _field(b"\x0a", self._cached(self._resources, resource, _encode_resource))
+            body = _field(b"\x0a", self._cached(self._resources, resource, encode_resource))
             body += b"".join(scope_parts)
             if resource.schema_url:
                 body += _field(b"\x1a", resource.schema_url.encode())
@@ -428,20 +436,15 @@ class _EncodedTraceServiceStub(TraceServiceStub):
 def _send_bytes(exporter: OTLPSpanExporter) -> bool:
     """Make the exporter's stub (and any it creates on reconnecting) send request bytes;
     False when the exporter is not laid out as expected (it then gets messages)."""
-    if getattr(exporter, "_stub", None) is not TraceServiceStub or not hasattr(
-            exporter, "_channel") or getattr(exporter, "_client", None) is None:
-        return False
-    exporter._stub = _EncodedTraceServiceStub
-    exporter._client = _EncodedTraceServiceStub(exporter._channel)  # type: ignore[assignment]
-    return True
+    return internals.swap_export_stub(exporter, TraceServiceStub, _EncodedTraceServiceStub)
 
 
 def with_fast_encoder(exporter: OTLPSpanExporter) -> OTLPSpanExporter:
     """Give the SDK's OTLP/gRPC span exporter this encoder; everything else about it
     (retries, timeouts, TLS, headers, compression, ``OTEL_EXPORTER_OTLP_*``) is unchanged,
-    and so is its type. A future SDK without the hook keeps its own encoder."""
-    translate = getattr(type(exporter), "_translate_data", None)
-    if translate is None:
+    and so is its type. An SDK without the hook or the encoder helpers keeps its own
+    encoder (see :func:`.sdk_internals.fast_paths`)."""
+    if not internals.FAST_ENCODER or not internals.exporter_translate_hook(exporter):
         return exporter
     encoder = SpanEncoder()
     if _send_bytes(exporter):
@@ -452,5 +455,5 @@ def with_fast_encoder(exporter: OTLPSpanExporter) -> OTLPSpanExporter:
         def translate_data(data: Sequence[ReadableSpan]) -> Any:
             return ExportTraceServiceRequest.FromString(encoder.encode(data))
 
-    exporter._translate_data = translate_data  # type: ignore[method-assign]
+    internals.set_translate(exporter, translate_data)
     return exporter
