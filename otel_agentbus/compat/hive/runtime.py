@@ -110,6 +110,17 @@ _TRIGGER_TYPES: Final = ("manual", "api", "webhook", "event", "timer")
 _ISOLATION_LEVELS: Final = ("shared", "isolated", "synchronized")
 
 
+class _ExecutionAdapter(StreamRuntimeAdapter):
+    """``ctx.runtime``: decisions default to the graph node running now."""
+
+    def __init__(self, tracker: StreamDecisionTracker, ctx: ExecutionContext) -> None:
+        super().__init__(tracker, ctx.execution_id)
+        self._ctx = ctx
+
+    def _node(self, node_id: str | None) -> str:
+        return node_id or self._ctx.node_id or self._current_node
+
+
 def _node_function(graph: Any, node_id: str) -> Callable[..., Any] | None:
     node = graph.get_node(node_id)
     if node is None:
@@ -493,7 +504,7 @@ class AgentRuntime:
     def _agent_for(self, spec: EntryPointSpec) -> Callable[[ExecutionContext, Any], Any]:
         async def run_entry_point(ctx: ExecutionContext, input_data: Any) -> Any:
             tracker = self._trackers[spec.id]
-            adapter = StreamRuntimeAdapter(tracker, ctx.execution_id)
+            adapter = _ExecutionAdapter(tracker, ctx)
             # Hive's NodeContext names, so node code reads them where it always did.
             for name, value in (("runtime", adapter), ("llm", self._llm),
                                 ("tools", self._tools), ("tool_executor", self._tool_executor),

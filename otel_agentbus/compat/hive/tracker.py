@@ -418,6 +418,10 @@ class StreamRuntimeAdapter:
         self._execution_id = execution_id
         self._current_node = _UNKNOWN_NODE
 
+    def _node(self, node_id: str | None) -> str:
+        """The node a decision belongs to: the given one, else the last ``set_node``."""
+        return node_id or self._current_node
+
     @property
     def storage(self) -> Any:
         return self._runtime._storage
@@ -451,7 +455,7 @@ class StreamRuntimeAdapter:
                context: dict[str, Any] | None = None) -> str:
         return self._runtime.decide(
             execution_id=self._execution_id, intent=intent, options=options, chosen=chosen,
-            reasoning=reasoning, node_id=node_id or self._current_node,
+            reasoning=reasoning, node_id=self._node(node_id),
             decision_type=decision_type, constraints=constraints, context=context)
 
     def record_outcome(self, decision_id: str, success: bool, result: Any = None,
@@ -474,5 +478,5 @@ class StreamRuntimeAdapter:
                        node_id: str | None = None) -> str:
         return self._runtime.quick_decision(
             execution_id=self._execution_id, intent=intent, action=action,
-            reasoning=reasoning, node_id=node_id or self._current_node)
+            reasoning=reasoning, node_id=self._node(node_id))
 
