@@ -79,9 +79,10 @@ async def main(storage_path):
     await runtime.start()
 
     result = await runtime.trigger_and_wait("api", input_data={"ticket_id": "T-1"}, timeout=30)
+    audited = asyncio.ensure_future(runtime.event_bus.wait_for(
+        EventType.EXECUTION_COMPLETED, stream_id="audit", timeout=30))
     exec_2 = await runtime.trigger("api", {"ticket_id": "T-2"}, correlation_id="batch-7")
-    event = await runtime.event_bus.wait_for(EventType.EXECUTION_COMPLETED, stream_id="audit",
-                                             timeout=30)
+    event = await audited
     while runtime.get_execution_result("api", exec_2) is None:
         await asyncio.sleep(0.01)
     second = runtime.get_execution_result("api", exec_2)
