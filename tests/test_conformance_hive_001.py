@@ -177,6 +177,17 @@ def test_entry_point_spec_takes_the_seeds_fields() -> None:
                                      "webhook", "shared", {"event_types": ["custom"]})
 
 
+@pytest.mark.parametrize("name", ["EventBus", "EntryPointSpec", "ExecutionStream",
+                                  "ExecutionResult", "OutcomeAggregator", "SharedStateManager",
+                                  "ConcurrentStorage", "SessionStore", "AgentRuntime",
+                                  "AgentRuntimeConfig", "create_agent_runtime"])
+def test_the_names_seed_001_imports_are_importable(name: str) -> None:
+    import otel_agentbus.compat.hive as hive
+
+    assert name in hive.__all__
+    assert getattr(hive, name) is not None
+
+
 # ------------------------------------------------------------ the docstring example
 async def test_the_seeds_docstring_example(tmp_path: Path) -> None:
     support_agent_graph, support_agent_goal = SupportGraph(), SupportGoal()
