@@ -397,6 +397,17 @@ async def test_webhook_routes_publish_requests_to_the_bus(tmp_path: Path) -> Non
     assert runtime.webhook_server is None
 
 
+async def test_a_webhook_route_without_a_path_is_refused_by_name(tmp_path: Path) -> None:
+    config = AgentRuntimeConfig(webhook_port=0, webhook_routes=[{"source_id": "github",
+                                                                 "secret": "s3cret"}])
+    runtime = AgentRuntime(SupportGraph(), SupportGoal(), tmp_path, config=config)
+    with pytest.raises(ValueError, match=r"webhook_routes\[0\] needs") as caught:
+        await runtime.start()
+    assert "s3cret" not in str(caught.value)
+    assert not runtime.is_running
+    await runtime.event_bus.close()
+
+
 # ------------------------------------------------------------ stats and properties
 async def test_get_stats_has_the_seeds_keys(runtime: AgentRuntime) -> None:
     await runtime.start()

@@ -230,29 +230,41 @@ class AgentRuntime:
         if self._running:
             return
         async with self._lock:
+            routes = self._webhook_routes()  # refused before anything starts
             await self._storage.start()
             for ep_id in self._entry_points:
                 self._trackers[ep_id] = StreamDecisionTracker(
                     ep_id, self._storage, self._outcome_aggregator, bus=self._event_bus.bus,
                     publish_run_events=False)
             await self._core.start()
-            if self._config.webhook_routes:
-                await self._start_webhooks()
+            if routes:
+                await self._start_webhooks(routes)
             for ep_id, spec in self._entry_points.items():
                 if spec.trigger_type == "event":
                     self._subscribe_entry_point(ep_id, spec)
             self._running = True
             logger.info("AgentRuntime started with %d streams", len(self._entry_points))
 
-    async def _start_webhooks(self) -> None:
-        server = WebhookServer(self._publish_webhook, bus=self._event_bus.bus,
-                               host=self._config.webhook_host,
-                               port=self._config.webhook_port)
-        for route in self._config.webhook_routes:
-            server.add_route(WebhookRoute(
+    def _webhook_routes(self) -> list[WebhookRoute]:
+        routes: list[WebhookRoute] = []
+        for index, route in enumerate(self._config.webhook_routes):
+            if not isinstance(route, dict) or not isinstance(route.get("source_id"), str) \
+                    or not isinstance(route.get("path"), str):
+                keys = sorted(route) if isinstance(route, dict) else type(route).__name__
+                raise ValueError(f"webhook_routes[{index}] needs str 'source_id' and 'path' "
+                                 f"(got {keys})")
+            routes.append(WebhookRoute(
                 path=route["path"], entry_point=route["source_id"],
                 methods=tuple(m.upper() for m in route.get("methods", ["POST"])),
                 secret=route.get("secret")))
+        return routes
+
+    async def _start_webhooks(self, routes: list[WebhookRoute]) -> None:
+        server = WebhookServer(self._publish_webhook, bus=self._event_bus.bus,
+                               host=self._config.webhook_host,
+                               port=self._config.webhook_port)
+        for route in routes:
+            server.add_route(route)
         await server.start()
         self._webhook_server = server
 
