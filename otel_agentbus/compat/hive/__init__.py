@@ -5,8 +5,10 @@
   ``EntryPointSpec`` (seed 001), over :class:`otel_agentbus.runtime.AgentRuntime`;
 - :mod:`.tracker`: ``StreamDecisionTracker``, ``StreamRuntimeAdapter`` (seed 003), over
   :class:`otel_agentbus.runtime.DecisionTracker`;
-- :mod:`.outcomes`: the ``OutcomeAggregator`` both report to; :mod:`.state` and
-  :mod:`.storage`: the shared state and what ``storage_path`` holds.
+- :mod:`.outcomes`: the ``OutcomeAggregator`` both report to; :mod:`.state`,
+  :mod:`.storage` and :mod:`.sessions`: the shared state and what ``storage_path`` holds;
+  :mod:`.config`, :mod:`.nodes`, :mod:`.records`, :mod:`.observability`: the runtime's
+  records, how graph nodes run, the tracker's run record, ``set_trace_context``.
 
 So every execution and every tracked run is a run on the bus, and a trace once telemetry
 is attached. ``docs/conformance-hive.md`` lists each seed name and where it differs.

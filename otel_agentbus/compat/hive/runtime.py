@@ -35,26 +35,26 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from ...bus import EventBus as CoreBus
 from ...runtime.agent_runtime import AgentRuntime as CoreRuntime
 from ...runtime.agent_runtime import AgentRuntimeConfig as CoreConfig
 from ...runtime.entry_points import EntryPoint
 from ...runtime.execution import ExecutionContext, ExecutionResult
-from ...runtime.graph import Graph, Node
 from ...runtime.streams import ExecutionStream
 from ...runtime.webhooks import WebhookRequest, WebhookRoute, WebhookServer
 from .bus import AgentEvent, EventBus, EventHandler, EventType
+from .config import AgentRuntimeConfig, EntryPointSpec, check_entry_point, webhook_routes
+from .nodes import ExecutionAdapter, can_run, run_graph
 from .outcomes import OutcomeAggregator
+from .sessions import RESUME_AT, initial_state, session_record
 from .state import SharedStateManager
 from .storage import ConcurrentStorage, RuntimeLogStore, SessionStore
-from .tracker import StreamDecisionTracker, StreamRuntimeAdapter
+from .tracker import StreamDecisionTracker
 
 __all__ = [
     "AgentRuntime",
@@ -66,69 +66,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("otel_agentbus.compat.hive.runtime")
-
-_RESUME_AT: Final = "__hive_paused_at__"
-"""Where a resumed execution starts (from ``session_state["paused_at"]``); taken out of
-the state before any node sees it."""
-
-
-@dataclass
-class AgentRuntimeConfig:
-    """Configuration for AgentRuntime (the seed's fields and defaults)."""
-
-    max_concurrent_executions: int = 100
-    """Caps each entry point's ``max_concurrent`` (as in the seed, not a global cap)."""
-    cache_ttl: float = 60.0
-    batch_interval: float = 0.1
-    max_history: int = 1000
-    execution_result_max: int = 1000
-    execution_result_ttl_seconds: float | None = None
-    webhook_host: str = "127.0.0.1"
-    webhook_port: int = 8080
-    """0 picks a free port (``runtime.webhook_server.port`` tells which)."""
-    webhook_routes: list[dict[str, Any]] = field(default_factory=list)
-    """Each ``{"source_id": str, "path": str, "methods": ["POST"], "secret": str | None}``."""
-
-
-@dataclass
-class EntryPointSpec:
-    """A named way into the agent (Hive's fields; ``trigger_type`` ``manual``, ``api``,
-    ``webhook``, ``event`` or ``timer``; ``isolation_level`` ``shared``, ``isolated`` or
-    ``synchronized``)."""
-
-    id: str
-    name: str
-    entry_node: str
-    trigger_type: str = "manual"
-    trigger_config: dict[str, Any] = field(default_factory=dict)
-    isolation_level: str = "shared"
-    priority: int = 0
-    max_concurrent: int = 10
-
-
-_TRIGGER_TYPES: Final = ("manual", "api", "webhook", "event", "timer")
-_ISOLATION_LEVELS: Final = ("shared", "isolated", "synchronized")
-
-
-class _ExecutionAdapter(StreamRuntimeAdapter):
-    """``ctx.runtime``: decisions default to the graph node running now."""
-
-    def __init__(self, tracker: StreamDecisionTracker, ctx: ExecutionContext) -> None:
-        super().__init__(tracker, ctx.execution_id)
-        self._ctx = ctx
-
-    def _node(self, node_id: str | None) -> str:
-        return node_id or self._ctx.node_id or self._current_node
-
-
-def _node_function(graph: Any, node_id: str) -> Callable[..., Any] | None:
-    node = graph.get_node(node_id)
-    if node is None:
-        return None
-    if callable(node):
-        return node  # type: ignore[no-any-return]
-    fn = getattr(node, "fn", None)
-    return fn if callable(fn) else None
 
 
 class AgentRuntime:
@@ -200,14 +137,8 @@ class AgentRuntime:
             raise ValueError(f"Entry point '{spec.id}' already registered")
         if self.graph.get_node(spec.entry_node) is None:
             raise ValueError(f"Entry node '{spec.entry_node}' not found in graph")
-        if spec.trigger_type not in _TRIGGER_TYPES:
-            raise ValueError(f"Entry point '{spec.id}': trigger_type must be one of "
-                             f"{list(_TRIGGER_TYPES)}, got {spec.trigger_type!r}")
-        if spec.isolation_level not in _ISOLATION_LEVELS:
-            raise ValueError(f"Entry point '{spec.id}': isolation_level must be one of "
-                             f"{list(_ISOLATION_LEVELS)}, got {spec.isolation_level!r}")
-        if not isinstance(self.graph, Graph) and _node_function(self.graph,
-                                                                spec.entry_node) is None:
+        check_entry_point(spec)
+        if not can_run(self.graph, spec.entry_node):
             raise ValueError(f"Entry node '{spec.entry_node}' cannot run: it must be callable "
                              "as node(ctx, state) or have such an 'fn'")
         self._core.register_entry_point(EntryPoint(
@@ -230,7 +161,7 @@ class AgentRuntime:
         if self._running:
             return
         async with self._lock:
-            routes = self._webhook_routes()  # refused before anything starts
+            routes = webhook_routes(self._config)  # refused before anything starts
             await self._storage.start()
             for ep_id in self._entry_points:
                 self._trackers[ep_id] = StreamDecisionTracker(
@@ -244,20 +175,6 @@ class AgentRuntime:
                     self._subscribe_entry_point(ep_id, spec)
             self._running = True
             logger.info("AgentRuntime started with %d streams", len(self._entry_points))
-
-    def _webhook_routes(self) -> list[WebhookRoute]:
-        routes: list[WebhookRoute] = []
-        for index, route in enumerate(self._config.webhook_routes):
-            if not isinstance(route, dict) or not isinstance(route.get("source_id"), str) \
-                    or not isinstance(route.get("path"), str):
-                keys = sorted(route) if isinstance(route, dict) else type(route).__name__
-                raise ValueError(f"webhook_routes[{index}] needs str 'source_id' and 'path' "
-                                 f"(got {keys})")
-            routes.append(WebhookRoute(
-                path=route["path"], entry_point=route["source_id"],
-                methods=tuple(m.upper() for m in route.get("methods", ["POST"])),
-                secret=route.get("secret")))
-        return routes
 
     async def _start_webhooks(self, routes: list[WebhookRoute]) -> None:
         server = WebhookServer(self._publish_webhook, bus=self._event_bus.bus,
@@ -334,53 +251,19 @@ class AgentRuntime:
             raise RuntimeError("AgentRuntime is not running")
         if entry_point_id not in self._entry_points:
             raise ValueError(f"Entry point '{entry_point_id}' not found")
-        state = self._initial_state(input_data, session_state)
+        state = initial_state(input_data, session_state)
         execution_id = await self._core.trigger(entry_point_id, input_data, correlation_id,
                                                 state)
         self._executions[execution_id] = entry_point_id
-        await self._session_store.write_state(execution_id, self._session(
-            execution_id, entry_point_id, "running", input_data, state, correlation_id))
+        await self._session_store.write_state(execution_id, session_record(
+            execution_id, entry_point_id, self.goal.id, "running", input_data, state,
+            correlation_id))
         task = asyncio.get_running_loop().create_task(
             self._finish(execution_id, entry_point_id, input_data, correlation_id),
             name=f"finish {execution_id}")
         self._finishing[execution_id] = task
         task.add_done_callback(lambda _: self._finishing.pop(execution_id, None))
         return execution_id
-
-    @staticmethod
-    def _initial_state(input_data: Any,
-                       session_state: dict[str, Any] | None) -> dict[str, Any]:
-        state: dict[str, Any] = {}
-        if session_state:
-            memory = session_state.get("memory")
-            state.update(memory if isinstance(memory, dict) else {})
-            paused_at = session_state.get("paused_at")
-            if isinstance(paused_at, str) and paused_at:
-                state[_RESUME_AT] = paused_at
-        if isinstance(input_data, dict):
-            state.update(input_data)  # Hive writes the input into memory
-        return state
-
-    def _session(self, execution_id: str, entry_point_id: str, status: str, input_data: Any,
-                 memory: dict[str, Any], correlation_id: str | None,
-                 result: ExecutionResult | None = None) -> dict[str, Any]:
-        memory = {k: v for k, v in memory.items() if k != _RESUME_AT}
-        session: dict[str, Any] = {
-            "session_id": execution_id, "execution_id": execution_id,
-            "entry_point": entry_point_id, "goal_id": self.goal.id, "status": status,
-            "input_data": input_data, "correlation_id": correlation_id,
-            "updated_at": time.time(),
-            "session_state": {"memory": memory, "paused_at": None},
-        }
-        if result is not None:
-            last = result.path[-1] if result.path else None
-            session["session_state"]["paused_at"] = None if result.success else last
-            session["result"] = {
-                "success": result.success, "status": result.status, "output": result.output,
-                "error": result.error, "error_type": result.error_type,
-                "path": list(result.path), "started_at": result.started_at,
-                "ended_at": result.ended_at}
-        return session
 
     async def _finish(self, execution_id: str, entry_point_id: str, input_data: Any,
                       correlation_id: str | None) -> None:
@@ -390,8 +273,8 @@ class AgentRuntime:
             if result is None:
                 return
             self._outcome_aggregator.record_execution(entry_point_id, result)
-            session = self._session(execution_id, entry_point_id, result.status, input_data,
-                                    dict(result.state), correlation_id, result)
+            session = session_record(execution_id, entry_point_id, self.goal.id, result.status,
+                                     input_data, dict(result.state), correlation_id, result)
             await self._session_store.write_state(execution_id, session)
             await self._state_manager.save()
             save_summary = getattr(self._runtime_log_store, "save_summary", None)
@@ -516,17 +399,17 @@ class AgentRuntime:
     def _agent_for(self, spec: EntryPointSpec) -> Callable[[ExecutionContext, Any], Any]:
         async def run_entry_point(ctx: ExecutionContext, input_data: Any) -> Any:
             tracker = self._trackers[spec.id]
-            adapter = _ExecutionAdapter(tracker, ctx)
+            adapter = ExecutionAdapter(tracker, ctx)
             # Hive's NodeContext names, so node code reads them where it always did.
             for name, value in (("runtime", adapter), ("llm", self._llm),
                                 ("tools", self._tools), ("tool_executor", self._tool_executor),
                                 ("goal", self.goal)):
                 setattr(ctx, name, value)
-            start_node = ctx.state.pop(_RESUME_AT, None) or spec.entry_node
+            start_node = ctx.state.pop(RESUME_AT, None) or spec.entry_node
             adapter.start_run(self.goal.id, str(getattr(self.goal, "description", "") or ""),
                               input_data if isinstance(input_data, dict) else None)
             try:
-                output = await self._run_graph(ctx, start_node)
+                output = await run_graph(self.graph, ctx, start_node)
             except BaseException as error:
                 adapter.end_run(False, str(error) or type(error).__name__)
                 raise
@@ -534,16 +417,6 @@ class AgentRuntime:
                             else {"output": output})
             return output
         return run_entry_point
-
-    async def _run_graph(self, ctx: ExecutionContext, node_id: str) -> Any:
-        if isinstance(self.graph, Graph):
-            return await self.graph.run(ctx, node_id, ctx.state)
-        fn = _node_function(self.graph, node_id)
-        if fn is None:
-            raise ValueError(f"Entry node '{node_id}' not found in graph or not callable")
-        single = Graph(str(getattr(self.graph, "id", "") or "graph"), nodes=[Node(node_id, fn)])
-        return await single.run(ctx, node_id, ctx.state)
-
 
 def create_agent_runtime(
     graph: Any,

@@ -31,8 +31,6 @@ import asyncio
 import inspect
 import logging
 import uuid
-from contextvars import ContextVar
-from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Final
 
@@ -51,6 +49,8 @@ from ...runtime.tracker import (
 from ...runtime.tracker import (
     Run as StoredRun,
 )
+from .observability import get_trace_context, set_trace_context
+from .records import Run
 
 __all__ = [
     "Decision",
@@ -69,88 +69,7 @@ __all__ = [
 
 logger = logging.getLogger("otel_agentbus.compat.hive.tracker")
 
-_TRACE_CONTEXT: ContextVar[dict[str, str] | None] = ContextVar(
-    "otel_agentbus_hive_trace_context", default=None)
 _UNKNOWN_NODE: Final = "unknown"
-
-
-def set_trace_context(**fields: str | None) -> None:
-    """Hive's ``framework.observability.set_trace_context``: ids for log correlation
-    (``trace_id``, ``execution_id``, ``run_id``, ``goal_id``, ``stream_id``), kept in a
-    context variable of the calling task."""
-    current = dict(_TRACE_CONTEXT.get() or {})
-    current.update({key: str(value) for key, value in fields.items() if value is not None})
-    _TRACE_CONTEXT.set(current)
-
-
-def get_trace_context() -> dict[str, str]:
-    """The ids ``set_trace_context`` set in this task (a copy; empty when none)."""
-    return dict(_TRACE_CONTEXT.get() or {})
-
-
-@dataclass
-class Run:
-    """A run as the seed's tracker holds it: live while running (later decisions show)."""
-
-    id: str
-    goal_id: str
-    goal_description: str = ""
-    input_data: dict[str, Any] = field(default_factory=dict)
-    output_data: dict[str, Any] = field(default_factory=dict)
-    status: RunStatus = RunStatus.RUNNING
-    narrative: str = ""
-    decisions: list[Decision] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-    started_at: datetime = field(default_factory=datetime.now)
-    completed_at: datetime | None = None
-    execution_id: str = ""
-    stream_id: str = ""
-    trace_id: str | None = None
-
-    def add_decision(self, decision: Decision) -> None:
-        self.decisions.append(decision)
-
-    def record_outcome(self, decision_id: str, outcome: Outcome) -> None:
-        for index, decision in enumerate(self.decisions):
-            if decision.id == decision_id:
-                self.decisions[index] = replace(decision, outcome=outcome)
-                return
-
-    def complete(self, status: RunStatus, narrative: str = "") -> None:
-        self.status = status
-        self.narrative = narrative
-        self.completed_at = datetime.now()
-
-    @property
-    def duration_ms(self) -> float | None:
-        if self.completed_at is None:
-            return None
-        return (self.completed_at - self.started_at).total_seconds() * 1000.0
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready, for storages that write runs to disk."""
-        return {
-            "id": self.id, "goal_id": self.goal_id, "goal_description": self.goal_description,
-            "input_data": self.input_data, "output_data": self.output_data,
-            "status": self.status.value, "narrative": self.narrative,
-            "decisions": [{
-                "id": d.id, "node_id": d.node_id, "intent": d.intent,
-                "decision_type": d.decision_type, "options": [o.to_dict() for o in d.options],
-                "chosen_option_id": d.chosen_option_id, "reasoning": d.reasoning,
-                "active_constraints": list(d.active_constraints),
-                "input_context": dict(d.input_context),
-                "outcome": d.outcome.to_dict() if d.outcome is not None else None,
-            } for d in self.decisions],
-            "problems": [{
-                "id": p.id, "severity": p.severity, "description": p.description,
-                "decision_id": p.decision_id, "root_cause": p.root_cause,
-                "suggested_fix": p.suggested_fix, "node_id": p.node_id,
-            } for p in self.problems],
-            "started_at": self.started_at.isoformat(),
-            "completed_at": self.completed_at.isoformat() if self.completed_at else None,
-            "execution_id": self.execution_id, "stream_id": self.stream_id,
-            "trace_id": self.trace_id,
-        }
 
 
 class _NoStore:
