@@ -29,7 +29,7 @@ from otel_agentbus.compat.hive import (
     SharedStateManager,
     create_agent_runtime,
 )
-from otel_agentbus.runtime import Graph, Node
+from otel_agentbus.runtime import Constraint, Goal, Graph, Node
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -326,6 +326,33 @@ async def test_get_goal_progress_is_the_outcome_aggregators_report(
     assert status["met"] is True and progress["overall_progress"] == 1.0
     assert progress["metrics"]["total_decisions"] == 1
     assert progress["recommendation"] == "complete"
+
+
+async def test_goal_constraints_with_a_check_judge_every_execution(tmp_path: Path) -> None:
+    goal = Goal("answers", "Answer briefly", constraints=[
+        Constraint("brief", "answers stay short",
+                   check=lambda result: len(str(result.output)) < 30 or "answer too long")])
+    runtime = AgentRuntime(SupportGraph(), goal, tmp_path)
+    runtime.register_entry_point(EntryPointSpec("api", "API", "process-request"))
+    violations: list[AgentEvent] = []
+
+    async def on_violation(event: AgentEvent) -> None:
+        violations.append(event)
+
+    runtime.subscribe_to_events([EventType.CONSTRAINT_VIOLATION], on_violation)
+    await runtime.start()
+    short = await runtime.trigger_and_wait("api", {"query": "x"}, timeout=30)
+    long = await runtime.trigger_and_wait("api", {"query": "x" * 40}, timeout=30)
+    progress = await runtime.get_goal_progress()
+    await runtime.stop()
+    await runtime.event_bus.close()
+    assert short is not None and long is not None
+    assert [(v["constraint_id"], v["description"], v["execution_id"])
+            for v in progress["constraint_violations"]] == [
+        ("brief", "answer too long", long.execution_id)]
+    assert progress["recommendation"] == "adjust"
+    assert [(e.execution_id, e.data["constraint_id"]) for e in violations] == [
+        (long.execution_id, "brief")]
 
 
 # ---------------------------------------------------------------- subscriptions

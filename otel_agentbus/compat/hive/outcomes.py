@@ -2,12 +2,14 @@
 against the goal (seeds 001 and 003 call it; its own module is not among the seeds).
 
 The trackers report to it (``record_decision``, ``record_outcome``), the runtime reports
-finished executions (``record_execution``) and constraint violations; ``AgentRuntime
+finished executions (``record_execution``, judged by the constraints that have a
+``check(result)``) and constraint violations; ``AgentRuntime
 .get_goal_progress()`` is its ``evaluate_goal_progress()``.
 
 The goal is any object with ``id`` and, optionally, ``description``, ``success_criteria``
 (items with ``id`` and optionally ``description``, ``metric``, ``target``, ``weight``) and
-``constraints`` (items with ``id`` and optionally ``description``, ``hard``) -- Hive's
+``constraints`` (items with ``id`` and optionally ``description``, ``check(result)``,
+``entry_point``) -- Hive's
 ``Goal`` and our :class:`otel_agentbus.runtime.Goal` both fit. A criterion's value: for
 ``metric="count"`` the number of successes (outcomes plus completed executions), for
 anything else (``success_rate``, Hive's default) the share of successes. ``target`` is a
@@ -97,12 +99,29 @@ class OutcomeAggregator:
         self._streams.add(stream_id)
         self._outcomes.add(bool(outcome.success))
 
-    def record_execution(self, stream_id: str, result: ExecutionResult) -> None:
-        """A finished execution (cancelled ones are not judged)."""
+    async def record_execution(self, stream_id: str, result: ExecutionResult) -> None:
+        """A finished execution (cancelled ones are not judged); every goal constraint with
+        a ``check(result)`` judges it: False or a message is a violation."""
         if result.status == "cancelled":
             return
         self._streams.add(stream_id)
         self._executions.add(result.success)
+        for constraint in getattr(self.goal, "constraints", None) or ():
+            check = getattr(constraint, "check", None)
+            only = getattr(constraint, "entry_point", None)
+            if not callable(check) or (only is not None and only != stream_id):
+                continue
+            try:
+                verdict = check(result)
+            except Exception as error:  # a broken check never breaks the runtime
+                logger.warning("constraint %r check failed: %r", constraint.id, error)
+                continue
+            if verdict is False or (isinstance(verdict, str) and verdict):
+                description = verdict if isinstance(verdict, str) else str(
+                    getattr(constraint, "description", "") or constraint.id)
+                await self.record_constraint_violation(
+                    str(constraint.id), description, {"status": result.status},
+                    stream_id, result.execution_id)
 
     async def record_constraint_violation(
         self, constraint_id: str, description: str,

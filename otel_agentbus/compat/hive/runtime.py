@@ -272,7 +272,7 @@ class AgentRuntime:
             result = await self._core.wait_for_execution(execution_id)
             if result is None:
                 return
-            self._outcome_aggregator.record_execution(entry_point_id, result)
+            await self._outcome_aggregator.record_execution(entry_point_id, result)
             session = session_record(execution_id, entry_point_id, self.goal.id, result.status,
                                      input_data, dict(result.state), correlation_id, result)
             await self._session_store.write_state(execution_id, session)
