@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from async_helpers import wait_until
+from telemetry_helpers import run_python
 
 from otel_agentbus.compat.hive import (
     AgentEvent,
@@ -503,6 +504,65 @@ async def test_sessions_and_shared_state_survive_a_restart(tmp_path: Path) -> No
     assert second.state_manager.get("visits") == 2
     await second.stop()
     await second.event_bus.close()
+
+
+FIRST_PROCESS = r'''
+import asyncio, json, sys
+from otel_agentbus.compat.hive import AgentRuntime, EntryPointSpec
+
+
+class Goal:
+    id = "support-goal"
+
+
+async def remember(ctx, memory):
+    ctx.shared["customers"] = ctx.shared.get("customers", []) + [memory["customer"]]
+    memory["greeted"] = True
+    raise RuntimeError("the LLM is down")  # fails: the session is paused here
+
+
+class Graph:
+    def get_node(self, node_id):
+        return remember if node_id == "remember" else None
+
+
+async def main(path):
+    runtime = AgentRuntime(Graph(), Goal(), path)
+    runtime.register_entry_point(EntryPointSpec("api", "API", "remember"))
+    await runtime.start()
+    result = await runtime.trigger_and_wait("api", {"customer": "Ada"}, timeout=30)
+    await runtime.stop()
+    print(json.dumps({"execution_id": result.execution_id, "status": result.status}))
+
+
+asyncio.run(main(sys.argv[1]))
+'''
+
+
+async def test_sessions_and_state_survive_a_process_restart(tmp_path: Path) -> None:
+    first = await asyncio.to_thread(run_python, FIRST_PROCESS, str(tmp_path), timeout=60)
+    assert first["status"] == "failed"
+
+    async def remember(ctx: Any, memory: dict[str, Any]) -> dict[str, Any]:
+        return {"customers": ctx.shared["customers"], "greeted": memory["greeted"]}
+
+    class Graph:
+        def get_node(self, node_id: str) -> Any:
+            return remember if node_id == "remember" else None
+
+    runtime = AgentRuntime(Graph(), SupportGoal(), tmp_path)
+    runtime.register_entry_point(EntryPointSpec("api", "API", "remember"))
+    assert runtime.state_manager.get("customers") == ["Ada"]
+    session = await runtime.session_store.read_state(first["execution_id"])
+    assert session is not None and session["status"] == "failed"
+    assert session["result"]["error"] == "the LLM is down"
+    await runtime.start()
+    result = await runtime.trigger_and_wait("api", {}, timeout=30,
+                                            session_state=session["session_state"])
+    await runtime.stop()
+    await runtime.event_bus.close()
+    assert result is not None
+    assert result.output == {"customers": ["Ada"], "greeted": True}
 
 
 # ------------------------------------------------------------------ duck typing
