@@ -8,10 +8,12 @@ import inspect
 import json
 import logging
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+from async_helpers import wait_until
 
 from otel_agentbus import EventBus as CoreBus
 from otel_agentbus.compat.hive import (
@@ -380,3 +382,28 @@ async def test_a_sync_save_run_is_called_at_once(bus: CoreBus) -> None:
     run_id = tracker.start_run("e1", "g")
     tracker.end_run("e1", True)
     assert saved == [run_id]
+
+
+async def test_many_threads_record_decisions_at_once(bus: CoreBus) -> None:
+    """The seed: "Thread-safe: multiple executions can record decisions concurrently"."""
+    tracker = StreamDecisionTracker("s", SeedStorage(), bus=bus)
+    for thread in range(4):
+        tracker.start_run(f"e{thread}", "g")
+
+    def record(thread: int) -> list[str]:
+        return [tracker.decide(f"e{thread % 2}", f"i{n}", [{"id": "a"}], "a", "r")
+                for n in range(50)]
+
+    with ThreadPoolExecutor(4) as pool:
+        ids = [i for batch in pool.map(record, range(4)) for i in batch]
+    for execution in ("e0", "e1"):
+        run = tracker.get_run(execution)
+        assert run is not None
+        assert [d.id for d in run.decisions] == [f"dec_{n}" for n in range(100)]
+    assert sorted(ids) == sorted(f"dec_{n}" for n in range(100) for _ in range(2))
+    await until_published(bus, 4 + 200)
+
+
+async def until_published(bus: CoreBus, count: int) -> None:
+    await wait_until(lambda: len(bus.history(limit=None)) >= count)
+    assert len(bus.history(kinds="agent.decision.made", limit=None)) == 200

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import threading
 import uuid
 from datetime import datetime
 from typing import Any, Final
@@ -123,6 +124,8 @@ class StreamDecisionTracker:
             publish_run_events=publish_run_events)
         """The project's tracker doing the publishing (not in the seed)."""
         self._runs: dict[str, Run] = {}
+        self._lock = threading.RLock()
+        """Many executions may record from many threads at once (as the seed promises)."""
         self._current_nodes: dict[str, str] = {}
         self._saves: set[asyncio.Task[None]] = set()
 
@@ -139,19 +142,20 @@ class StreamDecisionTracker:
         input_data: dict[str, Any] | None = None,
     ) -> str:
         """Start a run for an execution; returns the run id (``run_<stream>_<time>_<hex>``)."""
-        timestamp = datetime.now().strftime("%Y%m%d_%H%M%S")
-        run_id = f"run_{self.stream_id}_{timestamp}_{uuid.uuid4().hex[:8]}"
-        self.decision_tracker.start_run(execution_id, goal_id, goal_description, input_data)
-        stored = self.decision_tracker.get_run(execution_id)
-        trace_id = (stored.trace_id if stored is not None else None) or uuid.uuid4().hex
-        set_trace_context(trace_id=trace_id, execution_id=execution_id, run_id=run_id,
-                          goal_id=goal_id, stream_id=self.stream_id)
-        self._runs[execution_id] = Run(
-            id=run_id, goal_id=goal_id, goal_description=goal_description,
-            input_data=dict(input_data or {}), execution_id=execution_id,
-            stream_id=self.stream_id, trace_id=trace_id)
-        self._current_nodes[execution_id] = _UNKNOWN_NODE
-        return run_id
+        with self._lock:
+            timestamp = datetime.now().strftime("%Y%m%d_%H%M%S")
+            run_id = f"run_{self.stream_id}_{timestamp}_{uuid.uuid4().hex[:8]}"
+            self.decision_tracker.start_run(execution_id, goal_id, goal_description, input_data)
+            stored = self.decision_tracker.get_run(execution_id)
+            trace_id = (stored.trace_id if stored is not None else None) or uuid.uuid4().hex
+            set_trace_context(trace_id=trace_id, execution_id=execution_id, run_id=run_id,
+                              goal_id=goal_id, stream_id=self.stream_id)
+            self._runs[execution_id] = Run(
+                id=run_id, goal_id=goal_id, goal_description=goal_description,
+                input_data=dict(input_data or {}), execution_id=execution_id,
+                stream_id=self.stream_id, trace_id=trace_id)
+            self._current_nodes[execution_id] = _UNKNOWN_NODE
+            return run_id
 
     def end_run(
         self,
@@ -161,15 +165,16 @@ class StreamDecisionTracker:
         output_data: dict[str, Any] | None = None,
     ) -> None:
         """End the run and hand it to ``storage.save_run`` (in a task when it is async)."""
-        run = self._runs.pop(execution_id, None)
-        self._current_nodes.pop(execution_id, None)
-        if run is None:
-            logger.warning("end_run called but no run for execution %s", execution_id)
-            return
-        run.output_data = dict(output_data or {})
-        run.complete(RunStatus.COMPLETED if success else RunStatus.FAILED, narrative)
-        self.decision_tracker.end_run(execution_id, success, narrative, output_data)
-        self._save(run)
+        with self._lock:
+            run = self._runs.pop(execution_id, None)
+            self._current_nodes.pop(execution_id, None)
+            if run is None:
+                logger.warning("end_run called but no run for execution %s", execution_id)
+                return
+            run.output_data = dict(output_data or {})
+            run.complete(RunStatus.COMPLETED if success else RunStatus.FAILED, narrative)
+            self.decision_tracker.end_run(execution_id, success, narrative, output_data)
+        self._save(run)  # outside the lock: a plain save_run may take its time
 
     def _save(self, run: Run) -> None:
         if self._storage is None:
@@ -226,28 +231,29 @@ class StreamDecisionTracker:
         context: dict[str, Any] | None = None,
     ) -> str:
         """Record a decision; its id (``dec_N``), or "" when no run is in progress."""
-        run = self._runs.get(execution_id)
-        if run is None:
-            logger.warning("decide called but no run for execution %s: %s", execution_id,
-                           intent)
-            return ""
-        current = node_id or self._current_nodes.get(execution_id, _UNKNOWN_NODE)
-        decision_id = self.decision_tracker.decide(
-            execution_id, intent, options, chosen, reasoning,
-            None if current == _UNKNOWN_NODE else current, decision_type, constraints,
-            context)
-        if not decision_id:
-            return ""
-        decision = Decision(
-            id=decision_id, execution_id=execution_id, intent=intent,
-            options=tuple(Option.from_dict(o) for o in options), chosen_option_id=chosen,
-            reasoning=reasoning, node_id=current, decision_type=str(decision_type),
-            active_constraints=tuple(constraints or ()), input_context=dict(context or {}))
-        run.add_decision(decision)
-        if self._outcome_aggregator is not None:
-            self._outcome_aggregator.record_decision(
-                stream_id=self.stream_id, execution_id=execution_id, decision=decision)
-        return decision_id
+        with self._lock:
+            run = self._runs.get(execution_id)
+            if run is None:
+                logger.warning("decide called but no run for execution %s: %s", execution_id,
+                               intent)
+                return ""
+            current = node_id or self._current_nodes.get(execution_id, _UNKNOWN_NODE)
+            decision_id = self.decision_tracker.decide(
+                execution_id, intent, options, chosen, reasoning,
+                None if current == _UNKNOWN_NODE else current, decision_type, constraints,
+                context)
+            if not decision_id:
+                return ""
+            decision = Decision(
+                id=decision_id, execution_id=execution_id, intent=intent,
+                options=tuple(Option.from_dict(o) for o in options), chosen_option_id=chosen,
+                reasoning=reasoning, node_id=current, decision_type=str(decision_type),
+                active_constraints=tuple(constraints or ()), input_context=dict(context or {}))
+            run.add_decision(decision)
+            if self._outcome_aggregator is not None:
+                self._outcome_aggregator.record_decision(
+                    stream_id=self.stream_id, execution_id=execution_id, decision=decision)
+            return decision_id
 
     def record_outcome(
         self,
@@ -262,20 +268,21 @@ class StreamDecisionTracker:
         latency_ms: int = 0,
     ) -> None:
         """Record the outcome of a decision."""
-        run = self._runs.get(execution_id)
-        if run is None:
-            logger.warning("record_outcome called but no run for execution %s", execution_id)
-            return
-        outcome = Outcome(success=success, result=result, error=error, summary=summary,
-                          state_changes=dict(state_changes or {}), tokens_used=tokens_used,
-                          latency_ms=latency_ms)
-        run.record_outcome(decision_id, outcome)
-        self.decision_tracker.record_outcome(execution_id, decision_id, success, result, error,
-                                             summary, state_changes, tokens_used, latency_ms)
-        if self._outcome_aggregator is not None:
-            self._outcome_aggregator.record_outcome(
-                stream_id=self.stream_id, execution_id=execution_id, decision_id=decision_id,
-                outcome=outcome)
+        with self._lock:
+            run = self._runs.get(execution_id)
+            if run is None:
+                logger.warning("record_outcome called but no run for execution %s", execution_id)
+                return
+            outcome = Outcome(success=success, result=result, error=error, summary=summary,
+                              state_changes=dict(state_changes or {}), tokens_used=tokens_used,
+                              latency_ms=latency_ms)
+            run.record_outcome(decision_id, outcome)
+            self.decision_tracker.record_outcome(execution_id, decision_id, success, result, error,
+                                                 summary, state_changes, tokens_used, latency_ms)
+            if self._outcome_aggregator is not None:
+                self._outcome_aggregator.record_outcome(
+                    stream_id=self.stream_id, execution_id=execution_id, decision_id=decision_id,
+                    outcome=outcome)
 
     def report_problem(
         self,
@@ -287,20 +294,21 @@ class StreamDecisionTracker:
         suggested_fix: str | None = None,
     ) -> str:
         """Report a problem; its id, or "" when no run is in progress."""
-        run = self._runs.get(execution_id)
-        if run is None:
-            logger.warning("report_problem called but no run for execution %s: [%s] %s",
-                           execution_id, severity, description)
-            return ""
-        problem_id = self.decision_tracker.report_problem(
-            execution_id, severity, description, decision_id, root_cause, suggested_fix)
-        node = self._current_nodes.get(execution_id)
-        run.problems.append(Problem(
-            id=problem_id or f"prob_{len(run.problems)}", execution_id=execution_id,
-            severity=severity, description=description, decision_id=decision_id,
-            root_cause=root_cause, suggested_fix=suggested_fix,
-            node_id=None if node == _UNKNOWN_NODE else node))
-        return run.problems[-1].id
+        with self._lock:
+            run = self._runs.get(execution_id)
+            if run is None:
+                logger.warning("report_problem called but no run for execution %s: [%s] %s",
+                               execution_id, severity, description)
+                return ""
+            problem_id = self.decision_tracker.report_problem(
+                execution_id, severity, description, decision_id, root_cause, suggested_fix)
+            node = self._current_nodes.get(execution_id)
+            run.problems.append(Problem(
+                id=problem_id or f"prob_{len(run.problems)}", execution_id=execution_id,
+                severity=severity, description=description, decision_id=decision_id,
+                root_cause=root_cause, suggested_fix=suggested_fix,
+                node_id=None if node == _UNKNOWN_NODE else node))
+            return run.problems[-1].id
 
     def quick_decision(
         self,
