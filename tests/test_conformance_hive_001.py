@@ -237,6 +237,10 @@ async def test_register_entry_point_refuses_what_the_seed_refuses(
         runtime.register_entry_point(EntryPointSpec("api", "again", "process-request"))
     with pytest.raises(ValueError, match="Entry node 'missing' not found in graph"):
         runtime.register_entry_point(EntryPointSpec("x", "x", "missing"))
+    with pytest.raises(ValueError, match="unknown event type 'execution_done'"):
+        runtime.register_entry_point(EntryPointSpec(
+            "z", "z", "process-request", trigger_type="event",
+            trigger_config={"event_types": ["execution_done"]}))
     await runtime.start()
     with pytest.raises(RuntimeError, match="while runtime is running"):
         runtime.register_entry_point(EntryPointSpec("y", "y", "process-request"))
@@ -433,6 +437,28 @@ async def test_a_webhook_route_without_a_path_is_refused_by_name(tmp_path: Path)
         await runtime.start()
     assert "s3cret" not in str(caught.value)
     assert not runtime.is_running
+    await runtime.event_bus.close()
+
+
+async def test_a_webhook_port_in_use_leaves_the_runtime_stopped(tmp_path: Path) -> None:
+    blocker = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = blocker.sockets[0].getsockname()[1]
+    config = AgentRuntimeConfig(webhook_port=port, webhook_routes=[
+        {"source_id": "github", "path": "/hooks/github"}])
+    runtime = AgentRuntime(SupportGraph(), SupportGoal(), tmp_path, config=config)
+    runtime.register_entry_point(EntryPointSpec("api", "API", "process-request"))
+    try:
+        with pytest.raises(OSError):
+            await runtime.start()
+        assert not runtime.is_running
+        assert not runtime.agent_runtime.is_running
+    finally:
+        blocker.close()
+        await blocker.wait_closed()
+    config.webhook_port = 0
+    await runtime.start()  # and it can start once the port is free
+    assert runtime.is_running
+    await runtime.stop()
     await runtime.event_bus.close()
 
 

@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from ...runtime.webhooks import WebhookRoute
+from .bus import EventType
 
 TRIGGER_TYPES: Final = ("manual", "api", "webhook", "event", "timer")
 ISOLATION_LEVELS: Final = ("shared", "isolated", "synchronized")
+_EVENT_TYPE_VALUES: Final = frozenset(t.value for t in EventType)
 
 
 @dataclass
@@ -47,13 +49,19 @@ class EntryPointSpec:
 
 
 def check_entry_point(spec: EntryPointSpec) -> None:
-    """ValueError naming an unknown trigger type or isolation level."""
+    """ValueError naming an unknown trigger type, isolation level or event type (the seed
+    finds a bad event type only in ``start``)."""
     if spec.trigger_type not in TRIGGER_TYPES:
         raise ValueError(f"Entry point '{spec.id}': trigger_type must be one of "
                          f"{list(TRIGGER_TYPES)}, got {spec.trigger_type!r}")
     if spec.isolation_level not in ISOLATION_LEVELS:
         raise ValueError(f"Entry point '{spec.id}': isolation_level must be one of "
                          f"{list(ISOLATION_LEVELS)}, got {spec.isolation_level!r}")
+    if spec.trigger_type == "event":
+        for event_type in spec.trigger_config.get("event_types", []):
+            if event_type not in _EVENT_TYPE_VALUES:
+                raise ValueError(f"Entry point '{spec.id}': unknown event type "
+                                 f"{event_type!r} in trigger_config['event_types']")
 
 
 def webhook_routes(config: AgentRuntimeConfig) -> list[WebhookRoute]:

@@ -168,8 +168,13 @@ class AgentRuntime:
                     ep_id, self._storage, self._outcome_aggregator, bus=self._event_bus.bus,
                     publish_run_events=False)
             await self._core.start()
-            if routes:
-                await self._start_webhooks(routes)
+            try:
+                if routes:
+                    await self._start_webhooks(routes)
+            except BaseException:  # e.g. the port is taken: leave nothing half-started
+                await self._core.stop()
+                self._trackers.clear()
+                raise
             for ep_id, spec in self._entry_points.items():
                 if spec.trigger_type == "event":
                     self._subscribe_entry_point(ep_id, spec)
