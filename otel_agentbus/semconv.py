@@ -78,6 +78,20 @@ LLM_TIME_TO_FIRST_CHUNK: Final = "agentbus.llm.time_to_first_chunk_ms"
 EVENTS_BATCH: Final = "agentbus.span.events_batch"
 """On an ``agentbus.events`` child span: which batch of its parent's events it holds."""
 
+# Routing scope and correlation of seed 004 (PicoClaw), on the run span and span events.
+RUNTIME_ID: Final = "agentbus.runtime.id"
+CHANNEL_NAME: Final = "agentbus.channel.name"
+CHANNEL_ACCOUNT: Final = "agentbus.channel.account"
+CHAT_ID: Final = "agentbus.chat.id"
+CHAT_TYPE: Final = "agentbus.chat.type"
+CHAT_TOPIC_ID: Final = "agentbus.chat.topic_id"
+SPACE_ID: Final = "agentbus.space.id"
+SPACE_TYPE: Final = "agentbus.space.type"
+SENDER_ID: Final = "agentbus.sender.id"
+MESSAGE_ID: Final = "agentbus.message.id"
+PARENT_TURN_ID: Final = "agentbus.turn.parent_id"
+REPLY_TO_ID: Final = "agentbus.message.reply_to_id"
+
 # Span event names.
 EV_DECISION: Final = "agentbus.decision"
 EV_OUTCOME: Final = "agentbus.outcome"
