@@ -55,6 +55,19 @@ class Scope(NamedTuple):
     """The session or conversation; becomes ``gen_ai.conversation.id``."""
     turn_id: str | None = None
     graph_id: str | None = None
+    # Routing fields of PicoClaw's scope (seed 004): which runtime, and where a message
+    # came from or goes to. Appended after the fields above so positional use stays valid.
+    runtime_id: str | None = None
+    channel: str | None = None
+    """The messaging channel (``telegram``, ``slack``, ...)."""
+    account: str | None = None
+    chat_id: str | None = None
+    topic_id: str | None = None
+    space_id: str | None = None
+    space_type: str | None = None
+    chat_type: str | None = None
+    sender_id: str | None = None
+    message_id: str | None = None
 
 
 class Correlation(NamedTuple):
@@ -69,6 +82,10 @@ class Correlation(NamedTuple):
     parent_span_id: str | None = None
     correlation_id: str | None = None
     request_id: str | None = None
+    parent_turn_id: str | None = None
+    """The turn that spawned this one (PicoClaw sub-turns, seed 004)."""
+    reply_to_id: str | None = None
+    """The message this event answers (seed 004)."""
 
 
 class EventValidationError(ValueError):
@@ -229,7 +246,7 @@ class Event:
         time_ns: int | None = None,
     ) -> None:
         if kind not in KNOWN_KINDS:
-            validate_kind(kind)
+            kind = validate_kind(kind)  # an alias (kinds.KIND_ALIASES) becomes its kind
         if scope is not EMPTY_SCOPE:
             if type(scope) is not Scope:
                 raise EventValidationError(f"scope must be a Scope, got {type(scope).__name__}")

@@ -148,7 +148,38 @@ _TABLE: Final[tuple[tuple[str, Delivery, str, str | None], ...]] = (
     ("mcp.tool.call.completed", _M, "An MCP tool call ended.", None),
     # Free-form events (seed 000 CUSTOM); ``custom.<anything>`` is accepted too.
     ("custom", _D, "A custom event without a more specific kind.", "custom"),
+    # ---- added for issue 13 (compat-protocols): seed 002's provider chat stream --------
+    # The ``Chat*`` events of a provider's stream are a family of their own, so that a chat
+    # text delta can be told from the agent's ``agent.llm.delta``.
+    ("chat.started", _M, "A provider chat stream started.", None),
+    ("chat.text.delta", _D, "A streamed chunk of chat text from the provider.", None),
+    ("chat.tool_call.started", _D, "The provider stream began a tool call.", None),
+    ("chat.tool_call.arguments.delta", _D, "A streamed chunk of a tool call's arguments.",
+     None),
+    ("chat.tool_call.completed", _D, "The provider stream finished a tool call.", None),
+    ("chat.finished", _M, "A provider chat stream finished.", None),
 )
+
+# ---- added for issue 13 (compat-protocols): seed 004's own names for table kinds ----------
+KIND_ALIASES: Final[dict[str, str]] = {
+    "agent.turn.start": "agent.turn.started",
+    "agent.turn.end": "agent.turn.ended",
+    "agent.context.compress": "agent.context.compressed",
+    "agent.session.summarize": "agent.session.summarized",
+    "agent.tool.exec_start": "agent.tool.call.started",
+    "agent.tool.exec_end": "agent.tool.call.completed",
+    "agent.tool.exec_skipped": "agent.tool.call.skipped",
+    "agent.subturn.spawn": "agent.subturn.spawned",
+    "agent.subturn.end": "agent.subturn.ended",
+    "agent.subturn.orphan": "agent.subturn.orphaned",
+    "mcp.tool.call.start": "mcp.tool.call.started",
+    "mcp.tool.call.end": "mcp.tool.call.completed",
+}
+"""PicoClaw's kind strings (seed 004) that name a kind of the table differently.
+
+``Event`` and the filters accept them and store the table's name, so a PicoClaw tool
+execution is an ``agent.tool.call.started`` event (and an ``execute_tool`` span) like any
+other; :mod:`otel_agentbus.compat.picoclaw` shows PicoClaw code its own names again."""
 
 KNOWN_KINDS: Final[dict[str, KindInfo]] = {
     name: KindInfo(name, delivery, description, hive)
@@ -175,8 +206,7 @@ def kind_info(kind: str) -> KindInfo:
     info = KNOWN_KINDS.get(kind)
     if info is not None:
         return info
-    validate_kind(kind)
-    return _CUSTOM_INFO
+    return KNOWN_KINDS.get(validate_kind(kind), _CUSTOM_INFO)
 
 
 def _encodable(text: str) -> bool:
@@ -188,11 +218,15 @@ def _encodable(text: str) -> bool:
 
 
 def validate_kind(kind: object) -> str:
-    """Return ``kind`` if it may be published, else raise a clear error."""
+    """Return ``kind`` if it may be published (the table's name for an alias in
+    :data:`KIND_ALIASES`), else raise a clear error."""
     if type(kind) is not str:
         raise UnknownKindError(f"event kind must be a str, got {type(kind).__name__}")
     if kind in KNOWN_KINDS:
         return kind
+    alias = KIND_ALIASES.get(kind)
+    if alias is not None:
+        return alias
     if kind.startswith(CUSTOM_PREFIX) and len(kind) > len(CUSTOM_PREFIX):
         if len(kind) > MAX_KIND_LENGTH:
             raise UnknownKindError(f"custom event kind {kind[:40]!r}... is {len(kind)} "
