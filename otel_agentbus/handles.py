@@ -72,7 +72,8 @@ class SpanHandle:
         """The start event, stamped with its span's ids by the mirror (if one is attached)."""
         self.ended = False
         self.run: RunHandle | None = None
-        """For a run's handle: the run, current (``current_run()``) while attached."""
+        """The run this span belongs to (its own for a run's handle), current
+        (``current_run()``) while the handle is attached."""
         if event.kind == "agent.run.started":
             self.run = RunHandle(bus, event.scope)
             self.run.started = event
@@ -156,9 +157,13 @@ class SpanHandle:
     def start_child(self, kind: str, payload: Mapping[str, Any] | None = None, *,
                     node_id: str | None = None, source: Source | None = None) -> SpanHandle:
         """Publish a start event in this span's run, with this span current (a tool called
-        inside a tool, a run inside a node becomes its child); returns the child's handle."""
-        return SpanHandle(self.bus, self.publish(kind, payload, node_id=node_id,
-                                                 source=source))
+        inside a tool, a run inside a node becomes its child); returns the child's handle,
+        whose ``run`` is this handle's run (current while the child is attached)."""
+        child = SpanHandle(self.bus, self.publish(kind, payload, node_id=node_id,
+                                                  source=source))
+        if child.run is None:
+            child.run = self.run
+        return child
 
     def end(self, payload: Mapping[str, Any] | None = None, *,
             error: BaseException | None = None, kind: str | None = None,
@@ -185,7 +190,7 @@ class SpanHandle:
         event = Event(kind, {key: json_safe(value) for key, value in body.items()},
                       scope=start.scope, source=start.source, severity=severity)
         self.bus.publish_nowait(event)
-        if self.run is not None:
+        if self.run is not None and start.kind == "agent.run.started":
             self.run.status = kind.rsplit(".", 1)[-1]
         return event
 
