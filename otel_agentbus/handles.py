@@ -46,6 +46,9 @@ _ENDS: Final[dict[str, tuple[str, str]]] = {
 _IDS: Final = ("tool_call_id", "call_id", "tool_name", "model")
 """Start-payload keys the end event repeats, so the mirror finds the span it closes."""
 
+_PLAIN: Final = frozenset({str, int, bool, float, type(None)})
+"""Payload values that need no conversion (``Event`` rejects a non-finite float)."""
+
 _CANCELLED: Final = frozenset({"CancelledError", "KeyboardInterrupt", "SystemExit",
                                "GeneratorExit"})
 
@@ -64,13 +67,14 @@ class SpanHandle:
     """The span of one published start event (``agent.run.started``,
     ``agent.node.loop.started``, ``agent.llm.request``, ``agent.tool.call.started``)."""
 
-    __slots__ = ("_lock", "_previous", "bus", "ended", "event", "run")
+    __slots__ = ("_context", "_lock", "_previous", "bus", "ended", "event", "run")
 
     def __init__(self, bus: EventBus, event: Event) -> None:
         self.bus = bus
         self.event = event
         """The start event, stamped with its span's ids by the mirror (if one is attached)."""
         self.ended = False
+        self._context: otel_context.Context | None = None
         self.run: RunHandle | None = None
         """The run this span belongs to (its own for a run's handle), current
         (``current_run()``) while the handle is attached."""
@@ -90,7 +94,12 @@ class SpanHandle:
     @property
     def context(self) -> otel_context.Context:
         """An OpenTelemetry Context whose current span is this one (``context_of``)."""
-        return context_of(self.event)
+        context = self._context
+        if context is None:
+            context = context_of(self.event)
+            if self.event._span_context is not None:  # stamped: it will not change
+                self._context = context
+        return context
 
     @property
     def scope(self) -> Scope:
@@ -150,8 +159,14 @@ class SpanHandle:
             node_id=node_id)
         event = Event(kind, payload, scope=scope, source=source or self.event.source,
                       severity=severity)
-        with self.current():
+        if kind not in _ENDS:  # only a span's start needs its parent current
             self.bus.publish_nowait(event)
+            return event
+        token = otel_context.attach(self.context)
+        try:
+            self.bus.publish_nowait(event)
+        finally:
+            otel_context.detach(token)
         return event
 
     def start_child(self, kind: str, payload: Mapping[str, Any] | None = None, *,
@@ -187,7 +202,8 @@ class SpanHandle:
             severity = Severity.INFO if error is None else Severity.ERROR
         if error is not None and kind != "agent.run.cancelled":
             body.update(error_payload(error))
-        event = Event(kind, {key: json_safe(value) for key, value in body.items()},
+        event = Event(kind, {key: value if type(value) in _PLAIN else json_safe(value)
+                             for key, value in body.items()},
                       scope=start.scope, source=start.source, severity=severity)
         self.bus.publish_nowait(event)
         if self.run is not None and start.kind == "agent.run.started":

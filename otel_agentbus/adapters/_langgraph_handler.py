@@ -99,8 +99,13 @@ def _model_of(serialized: Mapping[str, Any] | None, metadata: Mapping[str, Any] 
     return "unknown"
 
 
+def _plain(value: Any) -> Any:
+    """``value`` as JSON data: strings (most message contents) as they are."""
+    return value if type(value) is str else json_safe(value)
+
+
 def _messages(batches: Sequence[Sequence[BaseMessage]]) -> list[dict[str, Any]]:
-    return [{"role": message.type, "content": json_safe(message.content)}
+    return [{"role": message.type, "content": _plain(message.content)}
             for batch in batches for message in batch]
 
 
@@ -125,7 +130,7 @@ def _result_fields(response: LLMResult) -> dict[str, Any]:
             if message is not None:
                 usage = getattr(message, "usage_metadata", None) or usage
                 entry: dict[str, Any] = {"role": "assistant",
-                                         "content": json_safe(message.content)}
+                                         "content": _plain(message.content)}
                 calls = getattr(message, "tool_calls", None)
                 if calls:
                     entry["tool_calls"] = [{"id": c.get("id"), "name": c.get("name")}
@@ -393,7 +398,7 @@ class AgentBusCallbackHandler(BaseCallbackHandler):
             return
         content = getattr(output, "content", output)
         failed = getattr(output, "status", None) == "error"
-        record.handle.end({"result": json_safe(content), "is_error": failed})
+        record.handle.end({"result": _plain(content), "is_error": failed})
 
     @faults.guard
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
