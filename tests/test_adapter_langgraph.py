@@ -538,3 +538,51 @@ def test_opentelemetry_instrument_traces_an_unchanged_app_into_the_receiver(
 def _never_left_installed() -> Iterator[None]:
     yield
     adapter.uninstall()
+
+
+def test_an_interrupt_pauses_the_run_without_failing_it(spans: Spans, bus: EventBus) -> None:
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.types import interrupt
+
+    graph = StateGraph(MessagesState)
+    graph.add_node("approve", lambda state: {"messages": [("ai", interrupt("approve?"))]})
+    graph.add_edge(START, "approve")
+    app = graph.compile(name="approver", checkpointer=InMemorySaver())
+    result = app.invoke(INPUT, {"configurable": {"thread_id": "t-1"}})
+    assert "__interrupt__" in result
+    run, node = spans.one("invoke_agent approver"), spans.one("node approve")
+    assert run.status.status_code is StatusCode.UNSET
+    assert node.status.status_code is StatusCode.UNSET
+    assert attrs(run)[sc.GEN_AI_CONVERSATION_ID] == "t-1"  # the thread is the conversation
+    assert not [e for e in bus.history(limit=None) if e.kind == "agent.problem.reported"]
+
+
+def test_a_model_called_outside_any_graph_joins_the_decorated_run(
+        spans: Spans, bus: EventBus) -> None:
+    from otel_agentbus.instrument import agent
+
+    model = ScriptedModel(messages=iter([answer("hi")]))
+
+    @agent("chatter", bus=bus)
+    def chat() -> str:
+        return str(model.invoke("hello").content)
+
+    assert chat() == "hi"
+    chat_span, run = spans.one("chat fake-gpt"), spans.one("invoke_agent chatter")
+    assert parent_id(chat_span) == span_id(run)
+    assert attrs(chat_span)[sc.RUN_ID] == attrs(run)[sc.RUN_ID]
+
+
+def test_the_instrumentor_installs_and_uninstalls(spans: Spans) -> None:
+    from otel_agentbus.adapters.langgraph_instrumentor import LangGraphInstrumentor
+
+    bus = EventBus()
+    instrumentor = LangGraphInstrumentor()
+    instrumentor.instrument(bus=bus)
+    try:
+        assert adapter.installed() and adapter.install() is bus
+        build_app(one_tool_script(), with_subgraph=False).invoke(INPUT)
+        assert "agent.tool.call.started" in kinds(bus)
+    finally:
+        instrumentor.uninstrument()
+    assert not adapter.installed()
