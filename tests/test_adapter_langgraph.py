@@ -586,3 +586,33 @@ def test_the_instrumentor_installs_and_uninstalls(spans: Spans) -> None:
     finally:
         instrumentor.uninstrument()
     assert not adapter.installed()
+
+
+def test_a_graph_called_as_a_tool_is_a_child_run_of_the_tool_span(
+        spans: Spans, bus: EventBus) -> None:
+    inner = StateGraph(MessagesState)
+    inner.add_node("research", lambda state: {"messages": [("ai", "found it")]})
+    inner.add_edge(START, "research")
+    researcher = inner.compile(name="researcher")
+
+    @tool
+    def ask_researcher(question: str) -> str:
+        """Delegate to the research agent."""
+        return str(researcher.invoke({"messages": [("user", question)]})["messages"][-1]
+                   .content)
+
+    model = ScriptedModel(messages=iter([calls(("ask_researcher", {"question": "q"}, "c-r")),
+                                         answer("done")]))
+    graph = StateGraph(MessagesState)
+    graph.add_node("agent", lambda s: {"messages": [model.invoke(s["messages"])]})
+    graph.add_node("tools", ToolNode([ask_researcher]))
+    graph.add_edge(START, "agent")
+    graph.add_conditional_edges("agent", tools_condition)
+    graph.add_edge("tools", "agent")
+    graph.compile(name="lead").invoke(INPUT)
+    child, tool_span = spans.one("invoke_agent researcher"), spans.one(
+        "execute_tool ask_researcher")
+    assert parent_id(child) == span_id(tool_span)
+    assert child.context.trace_id == spans.one("invoke_agent lead").context.trace_id
+    assert attrs(child)[sc.GEN_AI_AGENT_NAME] == "researcher"
+    assert parent_id(spans.one("node research")) == span_id(child)

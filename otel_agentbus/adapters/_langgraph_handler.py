@@ -186,9 +186,13 @@ class AgentBusCallbackHandler(BaseCallbackHandler):
         return self._records.pop(run_id, None)
 
     def _outer_handle(self, record: _Record | None) -> SpanHandle | None:
-        """The innermost span around ``record``: its node's iteration, else its run."""
+        """The innermost span around ``record``: itself for a tool or model call (a graph
+        called as a tool runs under the tool's span), else its node's iteration, else its
+        run."""
         if record is None:
             return None
+        if record.kind in (_TOOL, _LLM) and record.handle is not None:
+            return record.handle
         node = record.node
         if node is not None and node.iteration is not None:
             return node.iteration
