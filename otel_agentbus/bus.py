@@ -99,7 +99,9 @@ class EventBus:
     the synchronous form, safe from other threads.
     """
 
-    def __init__(self, *, history_size: int = DEFAULT_HISTORY) -> None:
+    def __init__(self, *, history_size: int = DEFAULT_HISTORY, telemetry: bool = True) -> None:
+        """``telemetry=False``: do not mirror to the telemetry ``configure()`` set up (by
+        default a bus created after ``configure()`` mirrors to it; see ``default_mirror``)."""
         if not isinstance(history_size, int) or history_size < 0:
             raise ValueError(f"history_size must be an int >= 0, got {history_size!r}")
         self._history: deque[Event] = deque(maxlen=history_size)
@@ -127,6 +129,12 @@ class EventBus:
         self._failed = 0
         self._timed_out = 0
         self._hook_errors = 0
+        if telemetry:
+            from .default_mirror import default_mirror
+
+            mirror = default_mirror()
+            if mirror is not None:
+                self.add_hook(mirror)
 
     # --------------------------------------------------------------------- loop
     @property
@@ -148,10 +156,14 @@ class EventBus:
 
     # ------------------------------------------------------------------- hooks
     def add_hook(self, hook: PublishHook) -> Callable[[], None]:
-        """Run ``hook(event)`` on every publish; returns a function that removes it."""
+        """Run ``hook(event)`` on every publish; returns a function that removes it.
+
+        Adding a hook the bus has already is a no-op (a bus mirrored by default and then
+        attached explicitly records each event once)."""
         if not callable(hook):
             raise TypeError(f"hook must be callable, got {hook!r}")
-        self._hooks = (*self._hooks, hook)
+        if hook not in self._hooks:
+            self._hooks = (*self._hooks, hook)
 
         def remove() -> None:
             self._hooks = tuple(h for h in self._hooks if h is not hook)

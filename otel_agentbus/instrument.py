@@ -46,6 +46,7 @@ from .events import (
     _library_event,
     new_event_id,
 )
+from .recording import NoScopeError, decision, outcome, problem
 from .runs import _CURRENT_RUN, RunHandle, RunScope, current_run
 from .telemetry.content import REDACTED, is_secret_key
 from .telemetry.context import context_of
@@ -53,6 +54,7 @@ from .telemetry.context import context_of
 __all__ = [
     "LLMCall",
     "NoBusError",
+    "NoScopeError",
     "NodeIteration",
     "NodeLoop",
     "ToolCall",
@@ -61,6 +63,7 @@ __all__ = [
     "current_llm_call",
     "current_node_loop",
     "current_tool_call",
+    "decision",
     "get_default_bus",
     "iteration",
     "json_data",
@@ -68,6 +71,8 @@ __all__ = [
     "llm_call_scope",
     "node",
     "node_loop",
+    "outcome",
+    "problem",
     "set_default_bus",
     "tool",
     "tool_call",
