@@ -28,7 +28,7 @@ from opentelemetry.trace import SpanContext
 from .bus import EventBus
 from .events import Event, Scope, Severity, Source
 from .runs import _CURRENT_RUN, RunHandle, json_safe
-from .telemetry.context import context_of, span_context_of
+from .tracecontext import context_of, span_context_of
 
 __all__ = ["SpanHandle", "current_handle", "publish_start"]
 
