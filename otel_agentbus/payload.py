@@ -66,14 +66,16 @@ class Leaves(enum.Enum):
 
 
 class Walk(Protocol):
-    """A walker: ``walk(value)``; ``where`` names the value in errors."""
+    """A walker: ``walk(value)``; ``where`` names the value in errors, ``depth`` is where
+    it sits (0 for a whole payload)."""
 
     def __call__(self, value: Any, where: str = "payload", depth: int = 0, /) -> Any: ...
 
 
-EntryRule = Callable[[str, Any], "tuple[Any, Walk] | None"]
+EntryRule = Callable[[str, Any], "tuple[Any, bool] | None"]
 """``rule(key, item)`` for each entry of a mapping (after the secret-key rule): None drops
-the entry, else ``(item, walk)`` says what to walk and with which walker."""
+the entry, else ``(item, keep)``: the item to walk and whether the rule still applies
+below it (the exporter's content keys: below one, only secrets are its concern)."""
 
 
 def _too_deep_default(leaves: Leaves, error: type[Exception]) -> Callable[[Any, str], Any]:
@@ -99,6 +101,11 @@ def walker(leaves: Leaves, *, freeze: bool = False, redact: bool = False,
     :data:`MAX_DEPTH` (default: the error, the ``repr`` or :data:`TOO_DEEP`, by
     ``leaves``); ``entry_rule`` sees each mapping entry (the exporter's content keys).
 
+    Cycles: a REJECT walker fails at the depth limit (its first path into the cycle gets
+    there). The others track the containers they are inside and treat one that recurs
+    like one too deep, at once: a value that refers to itself from several places would
+    otherwise cost a walk of every path down to the limit, exponentially many.
+
     The rules are bound into one closure per walker, so the hot path (freezing an event's
     payload) reads them as fast locals and builds no error text unless it fails.
     """
@@ -122,7 +129,7 @@ def walker(leaves: Leaves, *, freeze: bool = False, redact: bool = False,
         if isinstance(value, int):
             return int(value)
         if isinstance(value, float):
-            return walk(float(value), where, depth)
+            return step(float(value), where, depth, None, None)
         if reject:
             raise error(
                 f"{where}: a {kind.__name__} is not JSON data "
@@ -130,7 +137,7 @@ def walker(leaves: Leaves, *, freeze: bool = False, redact: bool = False,
             )
         return repr(value) if convert else value
 
-    def key_of(key: Any, where: str) -> Any:
+    def key_of(key: Any, where: str) -> str:
         """A mapping key that is not a plain str."""
         if isinstance(key, str):
             return str.__add__(key, "")
@@ -138,7 +145,9 @@ def walker(leaves: Leaves, *, freeze: bool = False, redact: bool = False,
             raise error(f"{where}: key {key!r} is a {type(key).__name__}; JSON keys are strings")
         return str(key)
 
-    def walk(value: Any, where: str = "payload", depth: int = 0, /) -> Any:
+    def step(value: Any, where: str, depth: int, inside: set[int] | None,
+             rule: EntryRule | None) -> Any:
+        """One value; ``inside``: ids of the enclosing containers (None: not tracked)."""
         kind = type(value)
         if kind is str or kind is int or kind is bool or value is None:
             return value
@@ -156,10 +165,22 @@ def walker(leaves: Leaves, *, freeze: bool = False, redact: bool = False,
             return other(value, where, depth)
         if depth >= MAX_DEPTH:
             return deep(value, where)
-        inner = depth + 1
+        if inside is not None:
+            identity = id(value)
+            if identity in inside:
+                return deep(value, where)
+            inside.add(identity)
+            try:
+                return container(value, is_mapping, where, depth + 1, inside, rule)
+            finally:
+                inside.discard(identity)
+        return container(value, is_mapping, where, depth + 1, inside, rule)
+
+    def container(value: Any, is_mapping: bool, where: str, inner: int,
+                  inside: set[int] | None, rule: EntryRule | None) -> Any:
         if not is_mapping:
             return sequence_type([
-                walk(element, f"{where}[{index}]" if reject else where, inner)
+                step(element, f"{where}[{index}]" if reject else where, inner, inside, rule)
                 for index, element in enumerate(value)])
         out: dict[str, Any] = {}
         for key, item in value.items():
@@ -168,19 +189,24 @@ def walker(leaves: Leaves, *, freeze: bool = False, redact: bool = False,
             if redact and is_secret_key(key):
                 out[key] = REDACTED
                 continue
-            if entry_rule is not None:
-                ruled = entry_rule(key, item)
+            item_rule = rule
+            if rule is not None:
+                ruled = rule(key, item)
                 if ruled is None:
                     continue
-                item, through = ruled
-                out[key] = through(item, where, inner)
-                continue
+                item, keep = ruled
+                if not keep:
+                    item_rule = None
             item_kind = type(item)
             if item_kind is str or item_kind is int or item_kind is bool or item is None:
                 # Most payload values: no recursion, no error-path string built per item.
                 out[key] = item
             else:
-                out[key] = walk(item, f"{where}.{key}" if reject else where, inner)
+                out[key] = step(item, f"{where}.{key}" if reject else where, inner, inside,
+                                item_rule)
         return mapping_type(out)
+
+    def walk(value: Any, where: str = "payload", depth: int = 0, /) -> Any:
+        return step(value, where, depth, None if reject else set(), entry_rule)
 
     return walk

@@ -181,10 +181,6 @@ class ContentPolicy:
         return out
 
 
-_redact_secrets = walker(Leaves.KEEP, redact=True)
-"""Inside content: only the secret-key rule applies."""
-
-
 def _scrubber(policy: ContentPolicy) -> Walk:
     """The scrubbing walker for ``policy``, built once per policy (a policy whose redactor
     cannot be hashed gets a new one per call)."""
@@ -195,23 +191,24 @@ def _scrubber(policy: ContentPolicy) -> Walk:
 
 
 def _build_scrubber(policy: ContentPolicy) -> Walk:
-    """The walker that scrubs ordinary (non-content) data for export under ``policy``:
-    secrets at any depth become ``[redacted]``, and content keys nested in it follow the
-    capture switch and the policy's redactor."""
+    """The walker that scrubs data for export under ``policy``: secrets at any depth
+    become ``[redacted]``; content keys nested in ordinary data follow the capture switch
+    and the policy's redactor (below one, only the secret-key rule applies)."""
 
-    def entry(key: str, item: Any) -> tuple[Any, Walk] | None:
+    def entry(key: str, item: Any) -> tuple[Any, bool] | None:
         if key not in policy.content_keys:
-            return item, scrub
+            return item, True
         if not policy.content_on_spans:
             return None
         if policy.redact is not None:
             item = policy.redact(key, item)
             if item is None:
                 return None
-        return item, _redact_secrets
+        return item, False
 
-    scrub = walker(Leaves.KEEP, redact=True, entry_rule=entry)
-    return scrub
+    return walker(Leaves.KEEP, redact=True, entry_rule=entry)
 
 
 _cached_scrubber = functools.lru_cache(maxsize=64)(_build_scrubber)
+_redact_secrets = walker(Leaves.KEEP, redact=True)
+"""Inside content: only the secret-key rule applies."""
