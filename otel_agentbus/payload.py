@@ -114,6 +114,7 @@ def walker(leaves: Leaves, *, freeze: bool = False, redact: bool = False,
     deep = too_deep or _too_deep_default(leaves, error)
     mapping_type: Callable[[dict[str, Any]], Any] = MappingProxyType if freeze else dict
     sequence_type: Callable[[list[Any]], Any] = tuple if freeze else list
+    plain = not redact and entry_rule is None
 
     def other(value: Any, where: str, depth: int) -> Any:
         """A value that is no str, int, bool, None, finite float, mapping or list."""
@@ -129,7 +130,7 @@ def walker(leaves: Leaves, *, freeze: bool = False, redact: bool = False,
         if isinstance(value, int):
             return int(value)
         if isinstance(value, float):
-            return step(float(value), where, depth, None, None)
+            return float(value) if math.isfinite(value) else other(float(value), where, depth)
         if reject:
             raise error(
                 f"{where}: a {kind.__name__} is not JSON data "
@@ -145,9 +146,10 @@ def walker(leaves: Leaves, *, freeze: bool = False, redact: bool = False,
             raise error(f"{where}: key {key!r} is a {type(key).__name__}; JSON keys are strings")
         return str(key)
 
-    def step(value: Any, where: str, depth: int, inside: set[int] | None,
-             rule: EntryRule | None) -> Any:
-        """One value; ``inside``: ids of the enclosing containers (None: not tracked)."""
+    def step(value: Any, where: str = "payload", depth: int = 0,
+             inside: set[int] | None = None, rule: EntryRule | None = entry_rule) -> Any:
+        """One value; ``inside``: ids of the enclosing containers (None: not tracked).
+        Written as one function: it is the event hot path, every call level counts."""
         kind = type(value)
         if kind is str or kind is int or kind is bool or value is None:
             return value
@@ -165,48 +167,60 @@ def walker(leaves: Leaves, *, freeze: bool = False, redact: bool = False,
             return other(value, where, depth)
         if depth >= MAX_DEPTH:
             return deep(value, where)
-        if inside is not None:
+        if inside is not None:  # a fresh set per level: nothing to undo on the way out
             identity = id(value)
             if identity in inside:
                 return deep(value, where)
-            inside.add(identity)
-            try:
-                return container(value, is_mapping, where, depth + 1, inside, rule)
-            finally:
-                inside.discard(identity)
-        return container(value, is_mapping, where, depth + 1, inside, rule)
-
-    def container(value: Any, is_mapping: bool, where: str, inner: int,
-                  inside: set[int] | None, rule: EntryRule | None) -> Any:
+            inside = inside | {identity}
+        inner = depth + 1
         if not is_mapping:
-            return sequence_type([
-                step(element, f"{where}[{index}]" if reject else where, inner, inside, rule)
-                for index, element in enumerate(value)])
+            # A loop, not a comprehension: one would make this function's locals cells,
+            # a cost on every call.
+            items: list[Any] = []
+            for index, element in enumerate(value):
+                items.append(step(element, f"{where}[{index}]" if reject else where, inner,
+                                  inside, rule))
+            return sequence_type(items)
         out: dict[str, Any] = {}
+        if plain:  # the event hot path: the loop as lean as it gets
+            for key, item in value.items():
+                if type(key) is not str:
+                    key = key_of(key, where)
+                item_kind = type(item)
+                if item_kind is str or item_kind is int or item_kind is bool or item is None:
+                    # Most payload values: no recursion, no error-path string per item.
+                    out[key] = item
+                else:
+                    out[key] = step(item, f"{where}.{key}" if reject else where, inner, inside,
+                                    None)
+            return mapping_type(out)
         for key, item in value.items():
             if type(key) is not str:
                 key = key_of(key, where)
             if redact and is_secret_key(key):
                 out[key] = REDACTED
                 continue
-            item_rule = rule
-            if rule is not None:
-                ruled = rule(key, item)
-                if ruled is None:
-                    continue
-                item, keep = ruled
-                if not keep:
-                    item_rule = None
             item_kind = type(item)
-            if item_kind is str or item_kind is int or item_kind is bool or item is None:
-                # Most payload values: no recursion, no error-path string built per item.
-                out[key] = item
-            else:
-                out[key] = step(item, f"{where}.{key}" if reject else where, inner, inside,
-                                item_rule)
+            if rule is None:
+                if item_kind is str or item_kind is int or item_kind is bool or item is None:
+                    out[key] = item
+                else:
+                    out[key] = step(item, f"{where}.{key}" if reject else where, inner,
+                                    inside, None)
+                continue
+            ruled = rule(key, item)
+            if ruled is not None:
+                item, keep = ruled
+                out[key] = step(item, where, inner, inside, rule if keep else None)
         return mapping_type(out)
 
+    if reject:
+        return step  # fails at the depth limit on a cycle: nothing to track
+
     def walk(value: Any, where: str = "payload", depth: int = 0, /) -> Any:
-        return step(value, where, depth, None if reject else set(), entry_rule)
+        kind = type(value)
+        if kind is str or kind is int or kind is bool or value is None:
+            return value
+        return step(value, where, depth, set(), entry_rule)
 
     return walk
