@@ -10,7 +10,8 @@ and differ only in its parameters (see :func:`walker`):
 - whether containers come out frozen (read-only mappings and tuples) or as dicts and lists;
 - whether the values of secret-looking keys (:func:`is_secret_key`) become ``"[redacted]"``;
 - what a container nested deeper than :data:`MAX_DEPTH` becomes (an error, its ``repr``
-  or a marker): the limit is the same everywhere and is also what ends a cycle.
+  or a marker): the limit is the same everywhere. A cycle ends at the limit (strict
+  walkers) or where it recurs (the others).
 
 This module depends on nothing of OpenTelemetry: core modules use it, and
 ``telemetry/`` imports the secret-key rule from here.
@@ -106,8 +107,9 @@ def walker(leaves: Leaves, *, freeze: bool = False, redact: bool = False,
     like one too deep, at once: a value that refers to itself from several places would
     otherwise cost a walk of every path down to the limit, exponentially many.
 
-    The rules are bound into one closure per walker, so the hot path (freezing an event's
-    payload) reads them as fast locals and builds no error text unless it fails.
+    The rules are bound into one closure per walker, decided once when it is built, so the
+    hot path (freezing an event's payload) tests no options per value and builds no error
+    text unless it fails.
     """
     reject = leaves is Leaves.REJECT
     convert = leaves is Leaves.CONVERT
