@@ -29,7 +29,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from ..bus import EventBus
 from ..events import Event, Scope, Source
-from ..telemetry.content import is_secret_key
+from ..payload import is_secret_key
 from ..tracecontext import traceparent_from
 from .execution import ExecutionRejectedError, RuntimeNotRunningError
 
