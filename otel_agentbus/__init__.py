@@ -16,6 +16,7 @@ from .events import (
 )
 from .filters import EventFilter, InvalidFilterError, make_filter
 from .kinds import Delivery, UnknownKindError, is_must_deliver, known_kinds
+from .subscribe_options import SubscribeOptions
 from .subscription import (
     Backpressure,
     Concurrency,
@@ -47,6 +48,7 @@ __all__ = [
     "Scope",
     "Severity",
     "Source",
+    "SubscribeOptions",
     "SubscriberStats",
     "Subscription",
     "SubscriptionClosedError",
