@@ -127,7 +127,7 @@ class EventBus:
         self._closed = False
         self._lock = threading.Lock()
         self._counters = BusCounters()
-        self._link = BusLink(self._counters, lambda: self._loop, self._forget)
+        self._link = BusLink(self._counters, lambda: self._loop, self._forget, self._revive)
 
     # --------------------------------------------------------------------- loop
     @property
@@ -161,6 +161,23 @@ class EventBus:
         if old is not None and old is not loop:
             for sub in tuple(self._subs.values()):
                 sub.resume(loop)
+
+    def _revive(self) -> None:
+        """A subscription whose worker ended with its loop got an event (``BusLink.revive``).
+
+        Checked only then, so the publish path pays nothing to notice a new loop.
+        """
+        running = _get_running_loop()
+        if running is None:
+            loop = self._loop_or_none
+            if loop is None or loop.is_closed():
+                raise BusClosedError(
+                    "cannot publish: the bus's event loop is closed; publish from a running "
+                    "loop (the bus moves to it) so that subscribers can handle the event")
+        elif running is not self._loop_or_none:
+            self._adopt(running)
+        # Else the worker was cancelled on the running loop, which is ending (asyncio.run
+        # cancels every task): the events wait in the queue for the bus's next loop.
 
     # ------------------------------------------------------------------- hooks
     def add_hook(self, hook: PublishHook) -> Callable[[], None]:
@@ -288,7 +305,7 @@ class EventBus:
     # ----------------------------------------------------------------- publish
     async def publish(self, event: Event) -> PublishResult:
         """Queue ``event`` for every matching subscriber; waits only on full BLOCK queues."""
-        if _get_running_loop() is not self._loop_or_none:
+        if self._loop_or_none is None:
             self._adopt(asyncio.get_running_loop())
         result = self._fanout(event, True)
         if not result[4]:  # result.blocked (by index, cheaper): nobody to wait on
@@ -339,14 +356,6 @@ class EventBus:
             except RuntimeError:
                 raise BusClosedError("cannot publish: the bus's event loop is closed") from None
             return PublishResult(seq=None, deferred=True)
-        if loop is not None and _get_running_loop() is not loop:
-            running = _get_running_loop()
-            if running is not None:
-                self._adopt(running)
-            elif loop.is_closed():
-                raise BusClosedError(
-                    "cannot publish: the bus's event loop is closed; publish from a running "
-                    "loop (the bus moves to it) so that subscribers can handle the event")
         return self._fanout(event, False)
 
     def _fanout_from_thread(self, event: Event) -> None:

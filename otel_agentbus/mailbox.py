@@ -13,10 +13,19 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from .events import Event
+
+
+class Waker(Protocol):
+    """What wakes a mailbox's consumer: an ``asyncio.Future``, or a stand-in for a worker
+    that is gone with its event loop (the subscription's revival)."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, result: None, /) -> None: ...
 
 
 class Mailbox:
@@ -39,7 +48,7 @@ class Mailbox:
     def __init__(self, buffer: int, residual: Callable[[Event], bool] | None) -> None:
         self.queue: deque[Event] = deque()
         self.buffer = buffer
-        self.waiter: asyncio.Future[None] | None = None
+        self.waiter: Waker | None = None
         self.space_waiters: deque[asyncio.Future[None]] = deque()
         self.received = 0
         """Events that entered the queue (the subscription's ``received`` counter)."""
@@ -86,17 +95,24 @@ class BusLink:
     """What a subscription needs from the bus that made it: the counters to add to, the
     event loop to run on, and a way to be forgotten when it ends."""
 
-    __slots__ = ("_forget", "_loop", "counters")
+    __slots__ = ("_forget", "_loop", "_revive", "counters")
 
     def __init__(
         self,
         counters: BusCounters,
         loop: Callable[[], asyncio.AbstractEventLoop],
         forget: Callable[[int], None],
+        revive: Callable[[], None],
     ) -> None:
         self.counters = counters
         self._loop = loop
         self._forget = forget
+        self._revive = revive
+
+    def revive(self) -> None:
+        """An event reached a subscription whose worker ended with its event loop: move the
+        bus to the running loop (restarting workers there), or raise if none can run."""
+        self._revive()
 
     def loop(self) -> asyncio.AbstractEventLoop:
         """The bus's event loop; moves the bus to the running loop if the old one is gone."""

@@ -151,6 +151,7 @@ class Subscription:
         self._done: asyncio.Future[None] = self._loop.create_future()
         self._worker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._revival = _Revival(self)
 
         self.handled = 0
         self.failed = 0
@@ -202,6 +203,20 @@ class Subscription:
         self._worker = None
         if self._closing:
             self._finish()
+        else:
+            self.mailbox.waiter = self._revival
+
+    def _revive(self) -> None:
+        """An event was queued while the worker is gone: ask the bus to move to the running
+        loop (``resume`` then starts a worker). If it cannot, the event is taken back out."""
+        mailbox = self.mailbox
+        mailbox.waiter = self._revival  # until resume() replaces it
+        try:
+            self._link.revive()
+        except BaseException:
+            self._queue.pop()  # the event just queued: the publisher gets the error instead
+            mailbox.received -= 1
+            raise
 
     def resume(self, loop: asyncio.AbstractEventLoop) -> None:
         """Carry the subscription over to ``loop`` (the bus's side): the old loop is gone,
@@ -224,6 +239,8 @@ class Subscription:
         self._closed = True
         self._closing = True
         self._link.forget(self.id)
+        if self.mailbox.waiter is self._revival:
+            self.mailbox.waiter = None
         if self._queue:
             self.dropped += len(self._queue)
             self._counters.dropped += len(self._queue)
@@ -373,7 +390,7 @@ class Subscription:
     async def offer_blocking(self, event: Event) -> bool:
         """Wait for room (BLOCK policy), then queue; False if the subscription closed
         (the bus's side, for a publisher that must wait)."""
-        loop = self._loop
+        loop = self._link.loop()
         while not self._closing and (
             len(self._queue) >= self._buffer or self._space_waiters
         ):
@@ -631,6 +648,23 @@ class Subscription:
     def __repr__(self) -> str:
         return (f"Subscription(id={self.id}, name={self.name!r}, "
                 f"queued={len(self._queue)}, closed={self._closing})")
+
+
+class _Revival:
+    """Stands in for the waiter of a worker that ended with its event loop: the next event
+    put in the mailbox wakes it, as it would a waiter, and so revives the subscription on
+    the running loop. The publish path pays nothing for this check."""
+
+    __slots__ = ("_sub",)
+
+    def __init__(self, sub: Subscription) -> None:
+        self._sub = sub
+
+    def done(self) -> bool:
+        return False
+
+    def set_result(self, result: None, /) -> None:
+        self._sub._revive()
 
 
 _FAN_OUT: Final = 2

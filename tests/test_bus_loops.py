@@ -135,7 +135,7 @@ def test_a_stream_is_iterated_on_the_second_loop() -> None:
     assert asyncio.run(second()) == ["r1", "r2", "r3"]
 
 
-def test_publish_from_another_running_loop_is_refused() -> None:
+def test_subscribing_from_another_loop_while_the_bus_loop_runs_is_refused() -> None:
     bus = EventBus()
     ready = threading.Event()
     stop = threading.Event()
@@ -151,9 +151,37 @@ def test_publish_from_another_running_loop_is_refused() -> None:
     thread.start()
     try:
         assert ready.wait(5)
+        async def elsewhere() -> None:
+            bus.subscribe(lambda event: None)
+
         with pytest.raises(BusLoopError, match="another thread"):
-            asyncio.run(bus.publish(started("elsewhere")))
+            asyncio.run(elsewhere())
     finally:
         stop.set()
         thread.join()
         loop.close()
+
+
+def test_an_event_published_while_asyncio_run_cancels_its_tasks_is_not_lost() -> None:
+    bus = EventBus()
+    seen: list[str | None] = []
+
+    async def first() -> None:
+        bus.subscribe(lambda event: seen.append(event.scope.run_id))
+
+        async def agent() -> None:
+            try:
+                await asyncio.Event().wait()
+            finally:  # cancelled by asyncio.run's ending, as an agent's run would be
+                await bus.publish(started("cancelled-run"))
+
+        asyncio.get_running_loop().create_task(agent())
+        await asyncio.sleep(0)
+
+    async def second() -> None:
+        await bus.publish(started("r2"))
+        await bus.close()
+
+    asyncio.run(first())
+    asyncio.run(second())
+    assert seen == ["cancelled-run", "r2"]
