@@ -23,6 +23,7 @@ from .filters import EventFilter, InvalidFilterError, make_filter
 from .handles import SpanHandle, current_handle, publish_start
 from .kinds import Delivery, UnknownKindError, is_must_deliver, known_kinds
 from .recording import NoScopeError, decision, outcome, problem
+from .subscribe_options import SubscribeOptions
 from .subscription import (
     Backpressure,
     Concurrency,
@@ -58,6 +59,7 @@ __all__ = [
     "Severity",
     "Source",
     "SpanHandle",
+    "SubscribeOptions",
     "SubscriberStats",
     "Subscription",
     "SubscriptionClosedError",
