@@ -27,6 +27,20 @@ from opentelemetry.trace import SpanContext
 
 from .bus import EventBus
 from .events import Event, Scope, Severity, Source
+from .kinds import (
+    LLM_FAILED,
+    LLM_REQUEST,
+    LLM_RESPONSE,
+    NODE_LOOP_COMPLETED,
+    NODE_LOOP_FAILED,
+    NODE_LOOP_STARTED,
+    RUN_CANCELLED,
+    RUN_COMPLETED,
+    RUN_FAILED,
+    RUN_STARTED,
+    TOOL_CALL_COMPLETED,
+    TOOL_CALL_STARTED,
+)
 from .runs import _CURRENT_RUN, RunHandle, json_safe
 from .tracecontext import context_of, span_context_of
 
@@ -36,10 +50,10 @@ _CURRENT_HANDLE: contextvars.ContextVar[SpanHandle | None] = contextvars.Context
     "otel_agentbus_current_handle", default=None)
 
 _ENDS: Final[dict[str, tuple[str, str]]] = {
-    "agent.run.started": ("agent.run.completed", "agent.run.failed"),
-    "agent.node.loop.started": ("agent.node.loop.completed", "agent.node.loop.failed"),
-    "agent.llm.request": ("agent.llm.response", "agent.llm.failed"),
-    "agent.tool.call.started": ("agent.tool.call.completed", "agent.tool.call.completed"),
+    RUN_STARTED: (RUN_COMPLETED, RUN_FAILED),
+    NODE_LOOP_STARTED: (NODE_LOOP_COMPLETED, NODE_LOOP_FAILED),
+    LLM_REQUEST: (LLM_RESPONSE, LLM_FAILED),
+    TOOL_CALL_STARTED: (TOOL_CALL_COMPLETED, TOOL_CALL_COMPLETED),
 }
 """Start kind -> (end kind on success, end kind on failure)."""
 
@@ -78,7 +92,7 @@ class SpanHandle:
         self.run: RunHandle | None = None
         """The run this span belongs to (its own for a run's handle), current
         (``current_run()``) while the handle is attached."""
-        if event.kind == "agent.run.started":
+        if event.kind == RUN_STARTED:
             self.run = RunHandle(bus, event.scope)
             self.run.started = event
         self._previous: dict[int, list[tuple[otel_context.Context, SpanHandle | None,
@@ -200,13 +214,13 @@ class SpanHandle:
             kind = self._end_kind(error, body)
         if severity is None:
             severity = Severity.INFO if error is None else Severity.ERROR
-        if error is not None and kind != "agent.run.cancelled":
+        if error is not None and kind != RUN_CANCELLED:
             body.update(error_payload(error))
         event = Event(kind, {key: value if type(value) in _PLAIN else json_safe(value)
                              for key, value in body.items()},
                       scope=start.scope, source=start.source, severity=severity)
         self.bus.publish_nowait(event)
-        if self.run is not None and start.kind == "agent.run.started":
+        if self.run is not None and start.kind == RUN_STARTED:
             self.run.status = kind.rsplit(".", 1)[-1]
         return event
 
@@ -215,12 +229,12 @@ class SpanHandle:
         ends = _ENDS.get(start_kind)
         if ends is None:
             raise ValueError(f"{start_kind} starts no span; pass kind= to end()")
-        if start_kind == "agent.tool.call.started":
+        if start_kind == TOOL_CALL_STARTED:
             body["is_error"] = error is not None
-        if error is not None and start_kind == "agent.run.started" and \
+        if error is not None and start_kind == RUN_STARTED and \
                 type(error).__name__ in _CANCELLED:
             body.setdefault("reason", type(error).__name__)
-            return "agent.run.cancelled"
+            return RUN_CANCELLED
         return ends[0] if error is None else ends[1]
 
 

@@ -24,6 +24,12 @@ from opentelemetry import trace
 from .bus import EventBus
 from .events import Event, Scope, Severity, Source
 from .handles import current_handle
+from .kinds import (
+    DECISION_MADE,
+    DECISION_OUTCOME,
+    PROBLEM_REPORTED,
+    TOOL_CALL_STARTED,
+)
 from .runs import current_run, json_safe
 
 __all__ = ["NoScopeError", "decision", "outcome", "problem"]
@@ -65,7 +71,7 @@ def _where(what: str) -> tuple[EventBus, Scope, Source, dict[str, Any]]:
                                or run is handle.run):
         start = handle.event
         extra: dict[str, Any] = {}
-        if start.kind == "agent.tool.call.started" and "tool_call_id" in start.payload:
+        if start.kind == TOOL_CALL_STARTED and "tool_call_id" in start.payload:
             extra["tool_call_id"] = start.payload["tool_call_id"]
         return handle.bus, start.scope, start.source, extra
     if run is not None:
@@ -106,7 +112,7 @@ def decision(intent: str, options: Sequence[str | Mapping[str, Any]], chosen: st
     if str(chosen) not in ids:
         raise ValueError(f"chosen {chosen!r} is not one of the options {sorted(ids)}")
     decision_id = f"dec-{next(_ids)}"
-    _publish("agent.decision.made", {
+    _publish(DECISION_MADE, {
         "decision_id": decision_id, "intent": intent, "options": built, "chosen": str(chosen),
         "reasoning": reasoning, "decision_type": str(decision_type),
         "context": json_safe(dict(context)) if context else None,
@@ -119,7 +125,7 @@ def outcome(decision_id: str, success: bool, *, result: Any = None, error: str |
     """Record what came of a decision (``decision_id`` as :func:`decision` returned it)."""
     if not isinstance(decision_id, str) or not decision_id:
         raise ValueError(f"decision_id must be a non-empty str, got {decision_id!r}")
-    _publish("agent.decision.outcome", {
+    _publish(DECISION_OUTCOME, {
         "decision_id": decision_id, "success": bool(success), "summary": summary,
         "result": json_safe(result) if result is not None else None,
         "error": str(error) if error is not None else None,
@@ -136,7 +142,7 @@ def problem(severity: str, description: str, *, decision_id: str | None = None,
     if not isinstance(description, str) or not description:
         raise ValueError(f"description must be a non-empty str, got {description!r}")
     problem_id = f"prob-{next(_ids)}"
-    _publish("agent.problem.reported", {
+    _publish(PROBLEM_REPORTED, {
         "problem_id": problem_id, "severity": severity, "description": description,
         "decision_id": decision_id, "root_cause": root_cause, "suggested_fix": suggested_fix,
     }, "problem", level)

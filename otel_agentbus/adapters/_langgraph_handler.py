@@ -33,6 +33,16 @@ from langchain_core.outputs import LLMResult
 from ..bus import EventBus
 from ..events import Event, Scope, Severity, Source
 from ..handles import SpanHandle, publish_start
+from ..kinds import (
+    DECISION_MADE,
+    LLM_DELTA,
+    LLM_REQUEST,
+    NODE_LOOP_ITERATION,
+    NODE_LOOP_STARTED,
+    PROBLEM_REPORTED,
+    RUN_STARTED,
+    TOOL_CALL_STARTED,
+)
 from ..runs import json_safe
 from ._common import FaultCounter
 
@@ -203,7 +213,7 @@ class AgentBusCallbackHandler(BaseCallbackHandler):
         session = metadata.get("thread_id") if metadata else None
         scope = Scope(run_id=str(run_id), agent=name, graph_id=name,
                       session_id=str(session) if session is not None else None)
-        event = Event("agent.run.started", scope=scope, source=Source("langgraph", name),
+        event = Event(RUN_STARTED, scope=scope, source=Source("langgraph", name),
                       time_ns=start_ns)
         handle = publish_start(self.bus, event, parent=self._outer_handle(parent))
         return _RunState(handle)
@@ -234,9 +244,9 @@ class AgentBusCallbackHandler(BaseCallbackHandler):
         run = record.run
         assert run is not None
         visit = run.visits[label] = run.visits.get(label, 0) + 1
-        record.handle = run.handle.start_child("agent.node.loop.started", node_id=label,
+        record.handle = run.handle.start_child(NODE_LOOP_STARTED, node_id=label,
                                                source=Source("node", label))
-        iteration = record.handle.publish("agent.node.loop.iteration",
+        iteration = record.handle.publish(NODE_LOOP_ITERATION,
                                           {"iteration": visit}, node_id=label)
         record.iteration = SpanHandle(self.bus, iteration)
         record.iteration.run = run.handle.run
@@ -296,7 +306,7 @@ class AgentBusCallbackHandler(BaseCallbackHandler):
         if tool_call_id:
             payload["tool_call_id"] = tool_call_id
         node = record.node.name if record.node is not None else None
-        owner.publish("agent.problem.reported", payload, node_id=node,
+        owner.publish(PROBLEM_REPORTED, payload, node_id=node,
                       severity=Severity.ERROR if severity == "critical" else Severity.WARN)
 
     # ------------------------------------------------------------- chat models
@@ -315,7 +325,7 @@ class AgentBusCallbackHandler(BaseCallbackHandler):
         provider = metadata.get("ls_provider") if metadata else None
         if provider:
             payload["provider"] = str(provider)
-        self._start_call(_LLM, model, run_id, parent_run_id, "agent.llm.request", payload,
+        self._start_call(_LLM, model, run_id, parent_run_id, LLM_REQUEST, payload,
                          Source("llm", str(provider or model)))
 
     @faults.guard
@@ -332,7 +342,7 @@ class AgentBusCallbackHandler(BaseCallbackHandler):
         provider = metadata.get("ls_provider") if metadata else None
         if provider:
             payload["provider"] = str(provider)
-        self._start_call(_LLM, model, run_id, parent_run_id, "agent.llm.request", payload,
+        self._start_call(_LLM, model, run_id, parent_run_id, LLM_REQUEST, payload,
                          Source("llm", str(provider or model)))
 
     def _start_call(self, kind: int, name: str, run_id: UUID, parent_run_id: UUID | None,
@@ -359,7 +369,7 @@ class AgentBusCallbackHandler(BaseCallbackHandler):
     def on_llm_new_token(self, token: Any, *, run_id: UUID, **kwargs: Any) -> None:
         record = self._records.get(run_id)
         if record is not None and record.handle is not None:
-            record.handle.publish("agent.llm.delta", {"call_id": str(run_id)},
+            record.handle.publish(LLM_DELTA, {"call_id": str(run_id)},
                                   node_id=record.handle.scope.node_id)
 
     @faults.guard
@@ -392,7 +402,7 @@ class AgentBusCallbackHandler(BaseCallbackHandler):
         description = (serialized or {}).get("description")
         if description:
             payload["description"] = str(description)
-        self._start_call(_TOOL, tool, run_id, parent_run_id, "agent.tool.call.started",
+        self._start_call(_TOOL, tool, run_id, parent_run_id, TOOL_CALL_STARTED,
                          payload, Source("tool", tool))
 
     @faults.guard
@@ -441,7 +451,7 @@ class AgentBusCallbackHandler(BaseCallbackHandler):
             "decision_type": "path_choice", "destinations": chosen,
         }
         owner = node.iteration or node.handle
-        owner.publish("agent.decision.made", payload, node_id=node.name)
+        owner.publish(DECISION_MADE, payload, node_id=node.name)
 
 
 def _key(item: Any) -> str:

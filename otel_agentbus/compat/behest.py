@@ -28,6 +28,31 @@ from typing import Any, ClassVar, Final, TypeAlias
 
 from ..bus import EventBus
 from ..events import Event, Scope, thaw_json
+from ..kinds import (
+    CHAT_FINISHED,
+    CHAT_STARTED,
+    CHAT_TEXT_DELTA,
+    CHAT_TOOL_CALL_ARGUMENTS_DELTA,
+    CHAT_TOOL_CALL_COMPLETED,
+    CHAT_TOOL_CALL_STARTED,
+    COMPACTION_CIRCUIT_OPENED,
+    CONTEXT_BUILT,
+    DOOM_LOOP_DETECTED,
+    LLM_DELTA,
+    LLM_REQUEST,
+    LLM_TOOL_CALL_COMPLETED,
+    LLM_TOOL_CALL_DELTA,
+    LLM_TOOL_CALL_STARTED,
+    LLM_USAGE,
+    MESSAGE_ASSISTANT_COMMITTED,
+    MESSAGE_TOOL_COMMITTED,
+    RUN_CANCELLED,
+    RUN_COMPLETED,
+    RUN_FAILED,
+    RUN_STARTED,
+    TOOL_CALL_COMPLETED,
+    TOOL_CALL_STARTED,
+)
 from ..runtime import invocation as core
 
 __all__ = [
@@ -217,29 +242,29 @@ class EventKind(enum.Enum):
     """
 
     Any = "*"
-    RunStarted = "agent.run.started"
-    ContextBuilt = "agent.context.built"
-    ModelStarted = "agent.llm.request"
-    TextDelta = "agent.llm.delta"
-    ToolCallStarted = "agent.llm.tool_call.started"
-    ToolCallDelta = "agent.llm.tool_call.delta"
-    ToolCallCompleted = "agent.llm.tool_call.completed"
-    ToolExecutionStarted = "agent.tool.call.started"
-    ToolExecutionFinished = "agent.tool.call.completed"
-    AssistantMessageCommitted = "agent.message.assistant.committed"
-    ToolMessageCommitted = "agent.message.tool.committed"
-    UsageRecorded = "agent.llm.usage"
-    RunCompleted = "agent.run.completed"
-    RunFailed = "agent.run.failed"
-    RunCancelled = "agent.run.cancelled"
-    DoomLoopDetected = "agent.doom_loop.detected"
-    CompactionCircuitOpened = "agent.compaction.circuit_opened"
-    ChatStarted = "chat.started"
-    ChatTextDelta = "chat.text.delta"
-    ChatToolCallStarted = "chat.tool_call.started"
-    ChatToolCallArgumentsDelta = "chat.tool_call.arguments.delta"
-    ChatToolCallCompleted = "chat.tool_call.completed"
-    ChatFinished = "chat.finished"
+    RunStarted = RUN_STARTED
+    ContextBuilt = CONTEXT_BUILT
+    ModelStarted = LLM_REQUEST
+    TextDelta = LLM_DELTA
+    ToolCallStarted = LLM_TOOL_CALL_STARTED
+    ToolCallDelta = LLM_TOOL_CALL_DELTA
+    ToolCallCompleted = LLM_TOOL_CALL_COMPLETED
+    ToolExecutionStarted = TOOL_CALL_STARTED
+    ToolExecutionFinished = TOOL_CALL_COMPLETED
+    AssistantMessageCommitted = MESSAGE_ASSISTANT_COMMITTED
+    ToolMessageCommitted = MESSAGE_TOOL_COMMITTED
+    UsageRecorded = LLM_USAGE
+    RunCompleted = RUN_COMPLETED
+    RunFailed = RUN_FAILED
+    RunCancelled = RUN_CANCELLED
+    DoomLoopDetected = DOOM_LOOP_DETECTED
+    CompactionCircuitOpened = COMPACTION_CIRCUIT_OPENED
+    ChatStarted = CHAT_STARTED
+    ChatTextDelta = CHAT_TEXT_DELTA
+    ChatToolCallStarted = CHAT_TOOL_CALL_STARTED
+    ChatToolCallArgumentsDelta = CHAT_TOOL_CALL_ARGUMENTS_DELTA
+    ChatToolCallCompleted = CHAT_TOOL_CALL_COMPLETED
+    ChatFinished = CHAT_FINISHED
 
     @property
     def is_chat(self) -> bool:

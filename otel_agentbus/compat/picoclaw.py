@@ -41,7 +41,43 @@ from ..bus import BusClosedError
 from ..bus import EventBus as CoreBus
 from ..events import Severity, thaw_json
 from ..filters import MATCH_ALL, EventFilter
-from ..kinds import KIND_ALIASES, validate_kind
+from ..kinds import (
+    BUS_CLOSE_COMPLETED,
+    BUS_CLOSE_DRAINED,
+    BUS_CLOSE_STARTED,
+    BUS_PUBLISH_FAILED,
+    CHANNEL_LIFECYCLE_INITIALIZED,
+    CHANNEL_LIFECYCLE_START_FAILED,
+    CHANNEL_LIFECYCLE_STARTED,
+    CHANNEL_LIFECYCLE_STOPPED,
+    CHANNEL_MESSAGE_OUTBOUND_FAILED,
+    CHANNEL_MESSAGE_OUTBOUND_QUEUED,
+    CHANNEL_MESSAGE_OUTBOUND_SENT,
+    CHANNEL_RATE_LIMITED,
+    CHANNEL_WEBHOOK_REGISTERED,
+    CHANNEL_WEBHOOK_UNREGISTERED,
+    ERROR,
+    FOLLOW_UP_QUEUED,
+    GATEWAY_READY,
+    GATEWAY_RELOAD_COMPLETED,
+    GATEWAY_RELOAD_FAILED,
+    GATEWAY_RELOAD_STARTED,
+    GATEWAY_SHUTDOWN,
+    GATEWAY_START,
+    INTERRUPT_RECEIVED,
+    KIND_ALIASES,
+    LLM_DELTA,
+    LLM_REQUEST,
+    LLM_RESPONSE,
+    LLM_RETRY,
+    MCP_SERVER_CONNECTED,
+    MCP_SERVER_CONNECTING,
+    MCP_SERVER_FAILED,
+    MCP_TOOL_DISCOVERED,
+    STEERING_INJECTED,
+    SUBTURN_RESULT_DELIVERED,
+    validate_kind,
+)
 from ..runs import current_run
 from ..subscription import (
     Backpressure,
@@ -89,47 +125,47 @@ Kind: TypeAlias = str
 
 KindAgentTurnStart: Final[Kind] = "agent.turn.start"
 KindAgentTurnEnd: Final[Kind] = "agent.turn.end"
-KindAgentLLMRequest: Final[Kind] = "agent.llm.request"
-KindAgentLLMDelta: Final[Kind] = "agent.llm.delta"
-KindAgentLLMResponse: Final[Kind] = "agent.llm.response"
-KindAgentLLMRetry: Final[Kind] = "agent.llm.retry"
+KindAgentLLMRequest: Final[Kind] = LLM_REQUEST
+KindAgentLLMDelta: Final[Kind] = LLM_DELTA
+KindAgentLLMResponse: Final[Kind] = LLM_RESPONSE
+KindAgentLLMRetry: Final[Kind] = LLM_RETRY
 KindAgentContextCompress: Final[Kind] = "agent.context.compress"
 KindAgentSessionSummarize: Final[Kind] = "agent.session.summarize"
 KindAgentToolExecStart: Final[Kind] = "agent.tool.exec_start"
 KindAgentToolExecEnd: Final[Kind] = "agent.tool.exec_end"
 KindAgentToolExecSkipped: Final[Kind] = "agent.tool.exec_skipped"
-KindAgentSteeringInjected: Final[Kind] = "agent.steering.injected"
-KindAgentFollowUpQueued: Final[Kind] = "agent.follow_up.queued"
-KindAgentInterruptReceived: Final[Kind] = "agent.interrupt.received"
+KindAgentSteeringInjected: Final[Kind] = STEERING_INJECTED
+KindAgentFollowUpQueued: Final[Kind] = FOLLOW_UP_QUEUED
+KindAgentInterruptReceived: Final[Kind] = INTERRUPT_RECEIVED
 KindAgentSubTurnSpawn: Final[Kind] = "agent.subturn.spawn"
 KindAgentSubTurnEnd: Final[Kind] = "agent.subturn.end"
-KindAgentSubTurnResultDelivered: Final[Kind] = "agent.subturn.result_delivered"
+KindAgentSubTurnResultDelivered: Final[Kind] = SUBTURN_RESULT_DELIVERED
 KindAgentSubTurnOrphan: Final[Kind] = "agent.subturn.orphan"
-KindAgentError: Final[Kind] = "agent.error"
-KindChannelLifecycleStarted: Final[Kind] = "channel.lifecycle.started"
-KindChannelLifecycleInitialized: Final[Kind] = "channel.lifecycle.initialized"
-KindChannelLifecycleStartFailed: Final[Kind] = "channel.lifecycle.start_failed"
-KindChannelLifecycleStopped: Final[Kind] = "channel.lifecycle.stopped"
-KindChannelWebhookRegistered: Final[Kind] = "channel.webhook.registered"
-KindChannelWebhookUnregistered: Final[Kind] = "channel.webhook.unregistered"
-KindChannelMessageOutboundQueued: Final[Kind] = "channel.message.outbound_queued"
-KindChannelMessageOutboundSent: Final[Kind] = "channel.message.outbound_sent"
-KindChannelMessageOutboundFailed: Final[Kind] = "channel.message.outbound_failed"
-KindChannelRateLimited: Final[Kind] = "channel.rate_limited"
-KindBusPublishFailed: Final[Kind] = "bus.publish.failed"
-KindBusCloseStarted: Final[Kind] = "bus.close.started"
-KindBusCloseCompleted: Final[Kind] = "bus.close.completed"
-KindBusCloseDrained: Final[Kind] = "bus.close.drained"
-KindGatewayStart: Final[Kind] = "gateway.start"
-KindGatewayReady: Final[Kind] = "gateway.ready"
-KindGatewayShutdown: Final[Kind] = "gateway.shutdown"
-KindGatewayReloadStarted: Final[Kind] = "gateway.reload.started"
-KindGatewayReloadCompleted: Final[Kind] = "gateway.reload.completed"
-KindGatewayReloadFailed: Final[Kind] = "gateway.reload.failed"
-KindMCPServerConnected: Final[Kind] = "mcp.server.connected"
-KindMCPServerConnecting: Final[Kind] = "mcp.server.connecting"
-KindMCPServerFailed: Final[Kind] = "mcp.server.failed"
-KindMCPToolDiscovered: Final[Kind] = "mcp.tool.discovered"
+KindAgentError: Final[Kind] = ERROR
+KindChannelLifecycleStarted: Final[Kind] = CHANNEL_LIFECYCLE_STARTED
+KindChannelLifecycleInitialized: Final[Kind] = CHANNEL_LIFECYCLE_INITIALIZED
+KindChannelLifecycleStartFailed: Final[Kind] = CHANNEL_LIFECYCLE_START_FAILED
+KindChannelLifecycleStopped: Final[Kind] = CHANNEL_LIFECYCLE_STOPPED
+KindChannelWebhookRegistered: Final[Kind] = CHANNEL_WEBHOOK_REGISTERED
+KindChannelWebhookUnregistered: Final[Kind] = CHANNEL_WEBHOOK_UNREGISTERED
+KindChannelMessageOutboundQueued: Final[Kind] = CHANNEL_MESSAGE_OUTBOUND_QUEUED
+KindChannelMessageOutboundSent: Final[Kind] = CHANNEL_MESSAGE_OUTBOUND_SENT
+KindChannelMessageOutboundFailed: Final[Kind] = CHANNEL_MESSAGE_OUTBOUND_FAILED
+KindChannelRateLimited: Final[Kind] = CHANNEL_RATE_LIMITED
+KindBusPublishFailed: Final[Kind] = BUS_PUBLISH_FAILED
+KindBusCloseStarted: Final[Kind] = BUS_CLOSE_STARTED
+KindBusCloseCompleted: Final[Kind] = BUS_CLOSE_COMPLETED
+KindBusCloseDrained: Final[Kind] = BUS_CLOSE_DRAINED
+KindGatewayStart: Final[Kind] = GATEWAY_START
+KindGatewayReady: Final[Kind] = GATEWAY_READY
+KindGatewayShutdown: Final[Kind] = GATEWAY_SHUTDOWN
+KindGatewayReloadStarted: Final[Kind] = GATEWAY_RELOAD_STARTED
+KindGatewayReloadCompleted: Final[Kind] = GATEWAY_RELOAD_COMPLETED
+KindGatewayReloadFailed: Final[Kind] = GATEWAY_RELOAD_FAILED
+KindMCPServerConnected: Final[Kind] = MCP_SERVER_CONNECTED
+KindMCPServerConnecting: Final[Kind] = MCP_SERVER_CONNECTING
+KindMCPServerFailed: Final[Kind] = MCP_SERVER_FAILED
+KindMCPToolDiscovered: Final[Kind] = MCP_TOOL_DISCOVERED
 KindMCPToolCallStart: Final[Kind] = "mcp.tool.call.start"
 KindMCPToolCallEnd: Final[Kind] = "mcp.tool.call.end"
 

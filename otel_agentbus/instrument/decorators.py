@@ -8,6 +8,9 @@ from typing import Any, overload
 
 from ..bus import EventBus
 from ..events import Source
+from ..kinds import (
+    LLM_DELTA,
+)
 from ..runs import RunHandle, RunScope
 from .arguments import _Arguments
 from .checks import _check_node, _check_tool
@@ -118,7 +121,7 @@ def llm_call(model: str | Callable[..., Any] | None = None, provider: str | None
                 call.output = result
 
         def chunk(call: LLMCall, value: Any) -> None:
-            call._chunk("agent.llm.delta", value if isinstance(value, str) else None)
+            call._chunk(LLM_DELTA, value if isinstance(value, str) else None)
 
         return _wrap(function, make, done, chunk)
 

@@ -27,6 +27,20 @@ from ..events import (
     _library_event,
     new_event_id,
 )
+from ..kinds import (
+    LLM_DELTA,
+    LLM_FAILED,
+    LLM_REASONING_DELTA,
+    LLM_REQUEST,
+    LLM_RESPONSE,
+    LLM_USAGE,
+    NODE_LOOP_COMPLETED,
+    NODE_LOOP_FAILED,
+    NODE_LOOP_ITERATION,
+    NODE_LOOP_STARTED,
+    TOOL_CALL_COMPLETED,
+    TOOL_CALL_STARTED,
+)
 from ..runs import _CURRENT_RUN, RunHandle, current_run
 from ..tracecontext import context_of
 from .checks import _check_node, _check_str, _check_tool
@@ -197,7 +211,7 @@ class ToolCall(_Scope):
             payload["arguments"] = _frozen_json(self.arguments, self._arguments_are_json)
         if self.description:
             payload["description"] = self.description
-        return self._emit("agent.tool.call.started", payload, self._source, frozen=True)
+        return self._emit(TOOL_CALL_STARTED, payload, self._source, frozen=True)
 
     def _finish(self, error: BaseException | None) -> None:
         payload: dict[str, Any] = {"tool_call_id": self.tool_call_id, "tool_name": self.name}
@@ -205,13 +219,13 @@ class ToolCall(_Scope):
             payload["is_error"] = False
             if self.result is not None:
                 payload["result"] = _frozen_json(self.result)
-            self._emit_guarded("agent.tool.call.completed", payload, self._source,
+            self._emit_guarded(TOOL_CALL_COMPLETED, payload, self._source,
                                frozen=True)
         else:
             self.error = error
             payload["is_error"] = True
             payload.update(_error_payload(error))
-            self._emit_guarded("agent.tool.call.completed", payload, self._source,
+            self._emit_guarded(TOOL_CALL_COMPLETED, payload, self._source,
                                Severity.ERROR, frozen=True)
 
 
@@ -256,7 +270,7 @@ class LLMCall(_Scope):
             payload["provider"] = self.provider
         if self.messages is not None:
             payload["messages"] = json_data(self.messages)
-        return self._emit("agent.llm.request", payload, self._source())
+        return self._emit(LLM_REQUEST, payload, self._source())
 
     def record_usage(self, input_tokens: int | None = None, output_tokens: int | None = None,
                      finish_reasons: str | Iterable[str] | None = None, *,
@@ -280,11 +294,11 @@ class LLMCall(_Scope):
 
     def delta(self, text: str) -> None:
         """One streamed chunk of text (``agent.llm.delta``; droppable under backpressure)."""
-        self._chunk("agent.llm.delta", text)
+        self._chunk(LLM_DELTA, text)
 
     def reasoning_delta(self, text: str) -> None:
         """One streamed chunk of reasoning (``agent.llm.reasoning.delta``)."""
-        self._chunk("agent.llm.reasoning.delta", text)
+        self._chunk(LLM_REASONING_DELTA, text)
 
     def _chunk(self, kind: str, content: Any) -> None:
         if self.started is None:
@@ -303,12 +317,12 @@ class LLMCall(_Scope):
             payload = {**base, **self.usage}
             if self.output is not None:
                 payload["content"] = json_data(self.output)
-            self._emit_guarded("agent.llm.response", payload, self._source())
+            self._emit_guarded(LLM_RESPONSE, payload, self._source())
             return
         self.error = error
         if self.usage:
-            self._emit_guarded("agent.llm.usage", {**base, **self.usage}, self._source())
-        self._emit_guarded("agent.llm.failed", {**base, **_error_payload(error)},
+            self._emit_guarded(LLM_USAGE, {**base, **self.usage}, self._source())
+        self._emit_guarded(LLM_FAILED, {**base, **_error_payload(error)},
                            self._source(), Severity.ERROR)
 
 
@@ -337,17 +351,17 @@ class NodeLoop(_Scope):
 
     def _start(self) -> Event:
         payload = {} if self.max_iterations is None else {"max_iterations": self.max_iterations}
-        event = self._emit("agent.node.loop.started", payload, Source("node", self.node_id))
+        event = self._emit(NODE_LOOP_STARTED, payload, Source("node", self.node_id))
         self.active = True
         return event
 
     def _finish(self, error: BaseException | None) -> None:
         self.active = False
         if error is None:
-            self._emit_guarded("agent.node.loop.completed", {"iterations": self.iterations},
+            self._emit_guarded(NODE_LOOP_COMPLETED, {"iterations": self.iterations},
                                Source("node", self.node_id))
         else:
-            self._emit_guarded("agent.node.loop.failed",
+            self._emit_guarded(NODE_LOOP_FAILED,
                                {"iterations": self.iterations, **_error_payload(error)},
                                Source("node", self.node_id), Severity.ERROR)
 
@@ -382,7 +396,7 @@ class NodeIteration:
         payload: dict[str, Any] = {"iteration": self.number}
         if loop.max_iterations is not None:
             payload["max_iterations"] = loop.max_iterations
-        self.started = loop._emit("agent.node.loop.iteration", payload,
+        self.started = loop._emit(NODE_LOOP_ITERATION, payload,
                                   Source("node", loop.node_id))
         self._otel_token = otel_context.attach(context_of(self.started))
         return self
