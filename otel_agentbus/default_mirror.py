@@ -13,12 +13,21 @@ Opt out per bus with ``EventBus(telemetry=False)``, or for the whole process wit
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from .bus import PublishHook
+    from .bus import EventBus, PublishHook
 
-__all__ = ["default_mirror", "register_default_mirror", "unregister_default_mirror"]
+__all__ = ["MirrorTarget", "default_mirror", "register_default_mirror",
+           "unregister_default_mirror"]
+
+
+class MirrorTarget(Protocol):
+    """What an API that takes ``telemetry=`` needs of it: ``attach(bus)`` (a
+    :class:`~otel_agentbus.telemetry.Telemetry` is one). Typing against this keeps the layers
+    above the core free of any import of ``telemetry/``."""
+
+    def attach(self, bus: EventBus, name: str = ..., /) -> EventBus: ...
 
 _lock = threading.Lock()
 _current: PublishHook | None = None

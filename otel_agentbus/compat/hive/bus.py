@@ -31,17 +31,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from ...bus import EventBus as CoreBus
+from ...default_mirror import MirrorTarget
 from ...events import Correlation, Event, Scope, Source, thaw_json
 from ...instrument import json_data
 from ...kinds import HIVE_TYPE_TO_KIND, KNOWN_KINDS
 from ...subscription import Subscription as CoreSubscription
 from ...subscription import in_handler
-
-if TYPE_CHECKING:  # telemetry= is only attached (.attach()): no SDK import at runtime
-    from ...telemetry.config import Telemetry
 
 __all__ = ["AgentEvent", "EventBus", "EventHandler", "EventType", "Subscription"]
 
@@ -165,7 +163,7 @@ class EventBus:
         max_concurrent_handlers: int = 10,
         *,
         bus: CoreBus | None = None,
-        telemetry: Telemetry | None = None,
+        telemetry: MirrorTarget | None = None,
         queued_delivery: bool = False,
         await_handlers: bool = False,
     ) -> None:
