@@ -557,6 +557,6 @@ class Invocation:
             dispatch, kinds=kinds, buffer=buffer, backpressure=backpressure,
             name=f"on:{kind}", **filters,
         )
-        listener.subscription._done.add_done_callback(lambda _f: listener.check_finished())
+        listener.subscription.finished.add_done_callback(lambda _f: listener.check_finished())
         listener.remove_cancel = control._on_cancel(listener.stop)
         return ListenerHandle(listener)
