@@ -68,6 +68,10 @@ TURN_ID: Final = "agentbus.turn.id"
 EVENT_KIND: Final = "agentbus.event.kind"
 EVENT_SEQ: Final = "agentbus.event.seq"
 EVENT_ID: Final = "agentbus.event.id"
+EVENT_BRIDGED: Final = "agentbus.bridged"
+"""An event attribute (not exported): the event describes a span another instrumentation
+exported already (the GenAI bridge, pydantic-ai's own spans); the mirror records its metrics
+and builds no span for it."""
 END_REASON: Final = "agentbus.span.end_reason"
 """Why a span ended without its own end event: run_ended, cancelled, timeout, shutdown."""
 SPAN_PENDING: Final = "agentbus.span.pending"
