@@ -75,3 +75,18 @@ def kinds(events: list[Event]) -> list[str]:
 def in_order(events: list[Event]) -> list[Event]:
     """A bus's history (newest first) in publish order."""
     return sorted(events, key=lambda event: event.seq or 0)
+
+
+def metric_counts(reader: Any, name: str) -> list[tuple[dict[str, Any], float]]:
+    """(attributes, count for a histogram or value for a sum) of every point of ``name``."""
+    data = reader.get_metrics_data()
+    found: list[tuple[dict[str, Any], float]] = []
+    for resource in data.resource_metrics if data else ():
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name == name:
+                    for point in metric.data.data_points:
+                        value = getattr(point, "count", None)
+                        found.append((dict(point.attributes or {}),
+                                      float(value if value is not None else point.value)))
+    return found

@@ -11,11 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-pytest.importorskip("agents", reason="needs the openai-agents extra")
-
-from adapter_helpers import in_order, kinds, otlp_bus, read_back_run, tree_names  # noqa: E402
-from agents import (  # noqa: E402
+from adapter_helpers import in_order, kinds, otlp_bus, read_back_run, tree_names
+from agents import (
     Agent,
     GuardrailFunctionOutput,
     InputGuardrailTripwireTriggered,
@@ -26,19 +23,19 @@ from agents import (  # noqa: E402
     function_tool,
     input_guardrail,
 )
-from agents.tracing import generation_span, get_trace_provider  # noqa: E402
-from openai.types.responses import (  # noqa: E402
+from agents.tracing import generation_span, get_trace_provider
+from openai.types.responses import (
     ResponseFunctionToolCall,
     ResponseOutputMessage,
     ResponseOutputText,
 )
-from telemetry_helpers import Harness, HarnessFactory, Receiver, attrs, start_receiver  # noqa: E402
+from telemetry_helpers import Harness, HarnessFactory, Receiver, attrs, start_receiver
 
-from otel_agentbus import EventBus  # noqa: E402
-from otel_agentbus import semconv as sc  # noqa: E402
-from otel_agentbus.adapters import openai_agents  # noqa: E402
-from otel_agentbus.adapters._common import AdapterError  # noqa: E402
-from otel_agentbus.events import Event  # noqa: E402
+from otel_agentbus import EventBus
+from otel_agentbus import semconv as sc
+from otel_agentbus.adapters import openai_agents
+from otel_agentbus.adapters._common import AdapterError
+from otel_agentbus.events import Event
 
 
 def message(text: str) -> ResponseOutputMessage:
