@@ -37,7 +37,7 @@ from opentelemetry.trace import NoOpTracer
 from ..bus import EventBus
 from ..events import Scope, new_event_id
 from ..instrument import LLMCall, ToolCall
-from ..runs import RunScope
+from ..runs import _CURRENT_RUN, RunHandle, RunScope
 from ._common import FaultCounter, require
 from ._instrumentor import BaseInstrumentor, bus_for_instrumentor, resolve_bus
 from ._publish import EventWriter
@@ -131,6 +131,7 @@ def _make_capability_class() -> type[Any]:
             scope = Scope(run_id=f"run-{new_event_id()}", agent=agent, session_id=session)
             self._writer.run_started(scope, input=_prompt(ctx))
             token = _BRIDGED_RUN.set(scope)
+            run_token = _CURRENT_RUN.set(RunHandle(self.bus, scope))  # current_run() inside
             try:
                 result = await handler()
             except BaseException as error:
@@ -138,6 +139,7 @@ def _make_capability_class() -> type[Any]:
                                        error_type=type(error).__name__)
                 raise
             finally:
+                _CURRENT_RUN.reset(run_token)
                 _BRIDGED_RUN.reset(token)
             self._writer.run_ended(scope, output=getattr(result, "output", None))
             return result
