@@ -5,6 +5,8 @@ span exported twice when pydantic-ai's own instrumentation is on too."""
 from __future__ import annotations
 
 import importlib.metadata
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -18,10 +20,19 @@ from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCall
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.models.instrumented import InstrumentationSettings
 from pydantic_ai.models.test import TestModel
-from telemetry_helpers import Harness, HarnessFactory, Receiver, attrs, hex_span, start_receiver
+from telemetry_helpers import (
+    Harness,
+    HarnessFactory,
+    Receiver,
+    attrs,
+    child_env,
+    hex_span,
+    start_receiver,
+)
 
 from otel_agentbus import EventBus
 from otel_agentbus import semconv as sc
+from otel_agentbus.adapters import genai_bridge
 from otel_agentbus.adapters import pydantic_ai as adapter
 from otel_agentbus.adapters._common import AdapterError
 from otel_agentbus.events import Event
@@ -141,6 +152,8 @@ async def test_native_instrumentation_is_deduplicated(make: HarnessFactory) -> N
     reader = InMemoryMetricReader()
     harness = make(metrics_enabled=True, meter_provider=MeterProvider(metric_readers=[reader]))
     adapter.install(harness.bus)
+    # The GenAI bridge on the same provider leaves pydantic-ai's spans to the adapter.
+    bridge = genai_bridge.install(harness.bus, tracer_provider=harness.provider)
     try:
         agent = calculator()
         agent.instrument = InstrumentationSettings(tracer_provider=harness.provider)
@@ -149,6 +162,8 @@ async def test_native_instrumentation_is_deduplicated(make: HarnessFactory) -> N
         assert RUNS_SEEN_BY_TOOLS == ["calculator"]
     finally:
         adapter.uninstall()
+        genai_bridge.uninstall(harness.provider)
+    assert bridge.spans_bridged == 0
     exported = harness.exporter.get_finished_spans()
     # pydantic-ai's own spans, each once; none of ours.
     assert sorted(s.name for s in exported) == sorted(
@@ -237,3 +252,40 @@ async def test_exported_over_otlp_and_read_back(receiver: Receiver) -> None:
     names = [name for root in tree["roots"] for name in tree_names(root)]
     assert names[0] == (0, "invoke_agent adder")
     assert sorted(names[1:]) == [(1, "chat test"), (1, "chat test"), (1, "execute_tool add")]
+
+
+UNCHANGED_APP = '''
+from pydantic_ai import Agent
+from pydantic_ai.models.test import TestModel
+
+agent = Agent(TestModel(), name="unchanged")
+
+
+@agent.tool_plain
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+print(agent.run_sync("add two numbers").output)
+'''
+
+
+def test_opentelemetry_instrument_runs_an_unchanged_app(receiver: Receiver,
+                                                       tmp_path: Path) -> None:
+    """``opentelemetry-instrument python app.py``: our entry point makes a bus, mirrors it
+    from the OTEL_* settings and installs the adapter; the app has no line of ours."""
+    app = tmp_path / "app.py"
+    app.write_text(UNCHANGED_APP)
+    launcher = Path(sys.executable).parent / "opentelemetry-instrument"
+    done = subprocess.run(
+        [str(launcher), sys.executable, str(app)], capture_output=True, text=True, timeout=90,
+        cwd=tmp_path, env=child_env(OTEL_SERVICE_NAME="unchanged-app",
+                                    OTEL_EXPORTER_OTLP_ENDPOINT=receiver.grpc_endpoint))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == '{"add":0}'
+    run, tree = read_back_run(Path(receiver.db), "unchanged")
+    assert run["status"] == "completed"
+    assert run["service_name"] == "unchanged-app"
+    names = sorted(name for root in tree["roots"] for name in tree_names(root))
+    assert names == [(0, "invoke_agent unchanged"), (1, "chat test"), (1, "chat test"),
+                     (1, "execute_tool add")]

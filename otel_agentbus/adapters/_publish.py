@@ -27,6 +27,11 @@ _PROBLEM_SEVERITY: Final = {"critical": Severity.ERROR, "warning": Severity.WARN
                             "minor": Severity.INFO}
 
 
+COVERED_SCOPES: set[str] = set()
+"""Instrumentation scopes whose spans an installed adapter publishes already (pydantic-ai's,
+while its adapter is installed): the GenAI bridge skips them, so no event comes twice."""
+
+
 def is_bridged(event: Event) -> bool:
     """True for an event published for telemetry that was exported already."""
     return bool(event.attrs.get(sc.EVENT_BRIDGED))

@@ -13,7 +13,9 @@ real model names, token counts, start and end times, and trace and span ids.
 
 The spans are exported already, so every event is marked bridged (``agentbus.bridged``): the
 mirror records its metrics and builds no span for it. Spans of our own instrumentation scope
-(the mirror's) are skipped, so nothing is fed back. A span ends after its children, so the
+(the mirror's) are skipped, so nothing is fed back. The
+bridge also skips the spans of a framework whose own adapter is installed (pydantic-ai's),
+since that adapter publishes them live. A span ends after its children, so the
 bridge keeps a trace's GenAI spans until the trace's local root span ends and then publishes
 them in tree order (a run's start, its calls, its end): subscribers see a bridged run when it
 has finished. This module is an SDK span processor: it is the one adapter that imports the
@@ -38,7 +40,7 @@ from ..bus import EventBus
 from ..events import Correlation, Scope, new_event_id
 from ._common import AdapterError, FaultCounter
 from ._instrumentor import BaseInstrumentor, bus_for_instrumentor, resolve_bus
-from ._publish import EventWriter
+from ._publish import COVERED_SCOPES, EventWriter
 
 RUN_OPERATIONS: Final = frozenset({sc.OP_INVOKE_AGENT, sc.OP_INVOKE_WORKFLOW})
 LLM_OPERATIONS: Final = frozenset({sc.OP_CHAT, "text_completion", "generate_content"})
@@ -141,14 +143,17 @@ class GenAIBridge(SpanProcessor):
 
     # ------------------------------------------------------------------ intake
     def _on_end(self, span: ReadableSpan) -> None:
-        scope = span.instrumentation_scope
         context = span.context
-        if context is None or (scope is not None and scope.name == sc.INSTRUMENTATION_SCOPE):
-            return  # our own mirror's spans: already bus events
-        attributes = span.attributes or {}
-        operation = attributes.get(sc.GEN_AI_OPERATION_NAME)
-        genai = (operation in RUN_OPERATIONS or operation in LLM_OPERATIONS
-                 or operation in TOOL_OPERATIONS)
+        if context is None:
+            return
+        scope = span.instrumentation_scope
+        # Our mirror's spans, and those of a framework whose adapter is installed, are bus
+        # events already: they only link the spans of others.
+        covered = scope is not None and (scope.name == sc.INSTRUMENTATION_SCOPE
+                                         or scope.name in COVERED_SCOPES)
+        operation = (span.attributes or {}).get(sc.GEN_AI_OPERATION_NAME)
+        genai = not covered and (operation in RUN_OPERATIONS or operation in LLM_OPERATIONS
+                                 or operation in TOOL_OPERATIONS)
         parent = span.parent
         local_root = parent is None or parent.is_remote
         ready: list[_Pending] = []

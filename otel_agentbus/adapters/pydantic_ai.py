@@ -40,11 +40,13 @@ from ..instrument import LLMCall, ToolCall
 from ..runs import _CURRENT_RUN, RunHandle, RunScope
 from ._common import FaultCounter, require
 from ._instrumentor import BaseInstrumentor, bus_for_instrumentor, resolve_bus
-from ._publish import EventWriter
+from ._publish import COVERED_SCOPES, EventWriter
 
 EXTRA: Final = "pydantic-ai"
 DISTRIBUTION: Final = "pydantic-ai-slim"
 SUPPORTED: Final = (">=2.68.0", "<2.69")
+NATIVE_SCOPE: Final = "pydantic-ai"
+"""The instrumentation scope of pydantic-ai's own spans (the GenAI bridge leaves them to us)."""
 
 _BRIDGED_RUN: contextvars.ContextVar[Scope | None] = contextvars.ContextVar(
     "otel_agentbus_pydantic_ai_bridged_run", default=None)
@@ -278,6 +280,7 @@ def install(bus: EventBus | None = None) -> Any:
         Agent.iter = iter_with_bus  # type: ignore[method-assign]
         _original_iter = original
         _installed = capability
+        COVERED_SCOPES.add(NATIVE_SCOPE)
         return capability
 
 
@@ -287,6 +290,7 @@ def uninstall() -> None:
     with _install_lock:
         original, _original_iter = _original_iter, None
         _installed = None
+        COVERED_SCOPES.discard(NATIVE_SCOPE)
     if original is not None:
         from pydantic_ai import Agent
 
