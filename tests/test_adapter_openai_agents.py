@@ -23,8 +23,9 @@ from agents import (
     function_tool,
     input_guardrail,
 )
-from agents.tracing import generation_span, get_trace_provider
+from agents.tracing import generation_span, get_trace_provider, response_span
 from openai.types.responses import (
+    Response,
     ResponseFunctionToolCall,
     ResponseOutputMessage,
     ResponseOutputText,
@@ -69,6 +70,19 @@ class ScriptedModel(Model):
 
     def stream_response(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError
+
+
+class ResponsesModel(ScriptedModel):
+    """Reports each call as a response span, as the SDK's Responses API model does: the model
+    name is known only from the response, at the end."""
+
+    async def get_response(self, *args: Any, **kwargs: Any) -> ModelResponse:
+        with response_span() as span:
+            output = self.outputs.pop(0)
+            span.span_data.response = Response.model_construct(id="resp_1", model=self.name)
+            span.span_data.usage = {"input_tokens": 7, "output_tokens": 2}
+            return ModelResponse(output=output, response_id="resp_1", usage=Usage(
+                requests=1, input_tokens=7, output_tokens=2, total_tokens=9))
 
 
 @function_tool
@@ -152,6 +166,21 @@ async def test_run_handoff_and_tools_become_spans(harness: Harness) -> None:
     assert span_name == "iteration triage"
     assert decision.attributes[sc.DECISION_CHOSEN] == "billing"
     assert json.loads(str(decision.attributes[sc.DECISION_OPTIONS]))[0]["id"] == "billing"
+
+
+async def test_response_spans_are_chat_spans_named_at_their_end(harness: Harness) -> None:
+    agent = Agent(name="responder", instructions="r",
+                  model=ResponsesModel("gpt-resp", [[message("hi")]]))
+    assert (await Runner.run(agent, "hello")).final_output == "hi"
+    chat = harness.one("chat gpt-resp")
+    attributes = attrs(chat)
+    assert attributes[sc.GEN_AI_PROVIDER_NAME] == "openai"
+    assert attributes[sc.GEN_AI_RESPONSE_MODEL] == "gpt-resp"
+    assert (attributes[sc.GEN_AI_USAGE_INPUT_TOKENS],
+            attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS]) == (7, 2)
+    iteration = harness.one("iteration responder")
+    assert chat.parent is not None and chat.parent.span_id == iteration.context.span_id
+    assert (chat.end_time or 0) >= (chat.start_time or 0) >= (iteration.start_time or 0)
 
 
 async def test_bus_delivery_order(harness: Harness) -> None:
