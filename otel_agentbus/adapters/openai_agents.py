@@ -219,6 +219,7 @@ class AgentBusTracingProcessor:
             self._writer.node_ended(state.scope, iterations=state.iterations or None,
                                     error=error)
             state.run.error = error
+            state.trace.run.error = error  # the trace ends as its last agent did
             if state.child_run is not None:
                 self._writer.run_ended(state.child_run.scope, error=error)
         elif kind == "turn" and error and state.agent is not None:
