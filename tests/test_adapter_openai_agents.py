@@ -91,12 +91,21 @@ def lookup(order: str) -> str:
     return f"order {order}: paid twice"
 
 
-def support_agents() -> Agent[Any]:
-    """triage calls a tool, then hands off to billing, which answers."""
-    billing = Agent(name="billing", instructions="Refund.",
-                    model=ScriptedModel("scripted-billing", [[message("refunded")]]))
+class BrokenModel(ScriptedModel):
+    async def get_response(self, *args: Any, **kwargs: Any) -> ModelResponse:
+        with generation_span(model=self.name):
+            raise RuntimeError("model down")
+
+
+def support_agents(billing_model: Model | None = None) -> Agent[Any]:
+    """triage calls a tool, then hands off to billing (of billing and shipping), which
+    answers."""
+    billing = Agent(name="billing", instructions="Refund.", model=billing_model
+                    or ScriptedModel("scripted-billing", [[message("refunded")]]))
+    shipping = Agent(name="shipping", instructions="Ship.",
+                     model=ScriptedModel("scripted-shipping", []))
     return Agent(name="triage", instructions="Route.", tools=[lookup],
-                 handoffs=[billing], model=ScriptedModel("scripted-triage", [
+                 handoffs=[billing, shipping], model=ScriptedModel("scripted-triage", [
                      [tool_call("lookup", {"order": "A7"}, "c1")],
                      [tool_call("transfer_to_billing", {}, "c2")]]))
 
@@ -165,7 +174,8 @@ async def test_run_handoff_and_tools_become_spans(harness: Harness) -> None:
     span_name, decision = decisions[0]
     assert span_name == "iteration triage"
     assert decision.attributes[sc.DECISION_CHOSEN] == "billing"
-    assert json.loads(str(decision.attributes[sc.DECISION_OPTIONS]))[0]["id"] == "billing"
+    options = json.loads(str(decision.attributes[sc.DECISION_OPTIONS]))
+    assert [option["id"] for option in options] == ["billing", "shipping"]
 
 
 async def test_response_spans_are_chat_spans_named_at_their_end(harness: Harness) -> None:
@@ -200,7 +210,8 @@ async def test_bus_delivery_order(harness: Harness) -> None:
     ]
     decision = published[10]
     assert decision.payload["chosen"] == "billing"
-    assert [o["id"] for o in decision.payload["options"]] == ["billing"]
+    assert [o["id"] for o in decision.payload["options"]] == ["billing", "shipping"]
+    assert decision.payload["intent"] == "handoff"
     assert decision.scope.node_id == "triage"
     child_start = published[12]
     assert child_start.scope.agent == "billing"
@@ -213,6 +224,18 @@ async def test_bus_delivery_order(harness: Harness) -> None:
 
     await eventually(lambda: len(seen) == len(published))
     assert [e.id for e in seen] == [e.id for e in published]
+
+
+async def test_a_failing_receiving_agent_fails_its_child_run_and_the_trace(
+        harness: Harness) -> None:
+    with pytest.raises(RuntimeError, match="model down"):
+        await Runner.run(support_agents(BrokenModel("broken", [])), "I was charged twice")
+    child = harness.one("invoke_agent billing")
+    assert attrs(child)[sc.RUN_STATUS] == "failed"
+    assert "model down" in (child.status.description or "")
+    assert attrs(harness.one("node billing"))[sc.ERROR_TYPE] == sc.ERROR_TYPE_FALLBACK
+    assert attrs(harness.one("invoke_agent Agent workflow"))[sc.RUN_STATUS] == "failed"
+    assert sc.ERROR_TYPE not in attrs(harness.one("node triage"))  # triage did its part
 
 
 async def test_guardrail_trip_is_a_problem_and_fails_the_run(harness: Harness) -> None:

@@ -55,10 +55,16 @@ def _time_ns(iso: str | None) -> int | None:
 
 
 def _error_of(span: Any) -> str | None:
+    """An SDK span's error (``{"message", "data"}``), with the cause the data names."""
     error = getattr(span, "error", None)
     if not error:
         return None
-    return str(error.get("message") or "error") if isinstance(error, dict) else str(error)
+    if not isinstance(error, dict):
+        return str(error)
+    message = str(error.get("message") or "error")
+    data = error.get("data")
+    cause = data.get("error") if isinstance(data, dict) else None
+    return f"{message}: {cause}" if cause else message
 
 
 def _usage(data: dict[str, Any] | None) -> dict[str, Any]:
