@@ -4,6 +4,7 @@ span exported twice when pydantic-ai's own instrumentation is on too."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
 import subprocess
 import sys
@@ -124,6 +125,37 @@ async def test_a_failing_tool_fails_its_span_and_the_run(harness: Harness) -> No
     root = harness.one("invoke_agent fragile")
     assert attrs(root)[sc.RUN_STATUS] == "failed"
     assert attrs(root)[sc.ERROR_TYPE] == "RuntimeError"
+
+
+async def test_run_stream_is_a_run(harness: Harness) -> None:
+    async with calculator("streamer").run_stream("add two numbers") as result:
+        assert await result.get_output() == '{"add":0}'
+    assert attrs(harness.one("invoke_agent streamer"))[sc.RUN_STATUS] == "completed"
+    assert len(harness.named("chat test")) == 2
+
+
+@pytest.mark.parametrize("native", [False, True], ids=["ours", "native-instrumentation"])
+async def test_a_cancelled_run_ends_cancelled(harness: Harness, native: bool) -> None:
+    entered = asyncio.Event()
+
+    async def stuck(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        entered.set()
+        await asyncio.Event().wait()
+        raise AssertionError("never answered")
+
+    agent: Agent[None, str] = Agent(FunctionModel(stuck), name="stuck")
+    if native:
+        agent.instrument = InstrumentationSettings(tracer_provider=harness.provider)
+    task = asyncio.create_task(agent.run("wait"))
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    ended = [e for e in harness.bus.history(limit=None) if e.kind.startswith("agent.run.")
+             and e.kind != "agent.run.started"]
+    assert [e.kind for e in ended] == ["agent.run.cancelled"]
+    assert ended[0].payload["reason"] == "CancelledError"
+    assert ended[0].scope.agent == "stuck"
 
 
 async def test_an_agent_inside_a_tool_is_a_child_run(harness: Harness) -> None:

@@ -32,6 +32,11 @@ COVERED_SCOPES: set[str] = set()
 while its adapter is installed): the GenAI bridge skips them, so no event comes twice."""
 
 
+CANCELLATIONS: Final = frozenset({"CancelledError", "KeyboardInterrupt", "SystemExit",
+                                  "GeneratorExit"})
+"""Exceptions that end a run as cancelled rather than failed (as ``RunScope`` does)."""
+
+
 def is_bridged(event: Event) -> bool:
     """True for an event published for telemetry that was exported already."""
     return bool(event.attrs.get(sc.EVENT_BRIDGED))
@@ -74,9 +79,14 @@ class EventWriter:
 
     def run_ended(self, scope: Scope, *, error: str | None = None,
                   error_type: str | None = None, output: Any = None,
-                  time_ns: int | None = None,
+                  cancelled: str | None = None, time_ns: int | None = None,
                   correlation: Correlation | None = None) -> Event | None:
+        """Completed, failed (``error``) or cancelled (``cancelled`` is the reason)."""
         source = Source("agent", scope.agent or "")
+        if cancelled is not None:
+            return self.publish("agent.run.cancelled", {"reason": cancelled}, scope, source,
+                                severity=Severity.WARN, time_ns=time_ns,
+                                correlation=correlation)
         if error is None:
             payload = {} if output is None else {"output": json_safe(output)}
             return self.publish("agent.run.completed", payload, scope, source,

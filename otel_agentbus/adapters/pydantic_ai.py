@@ -40,7 +40,7 @@ from ..instrument import LLMCall, ToolCall
 from ..runs import _CURRENT_RUN, RunHandle, RunScope
 from ._common import FaultCounter, require
 from ._instrumentor import BaseInstrumentor, bus_for_instrumentor, resolve_bus
-from ._publish import COVERED_SCOPES, EventWriter
+from ._publish import CANCELLATIONS, COVERED_SCOPES, EventWriter
 
 EXTRA: Final = "pydantic-ai"
 DISTRIBUTION: Final = "pydantic-ai-slim"
@@ -137,8 +137,11 @@ def _make_capability_class() -> type[Any]:
             try:
                 result = await handler()
             except BaseException as error:
-                self._writer.run_ended(scope, error=str(error) or type(error).__name__,
-                                       error_type=type(error).__name__)
+                kind = type(error).__name__
+                if kind in CANCELLATIONS:
+                    self._writer.run_ended(scope, cancelled=kind)
+                else:
+                    self._writer.run_ended(scope, error=str(error) or kind, error_type=kind)
                 raise
             finally:
                 _CURRENT_RUN.reset(run_token)
