@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from adapter_helpers import in_order, kinds, metric_counts, read_back_run, tree_names
+from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.trace import Status, StatusCode
@@ -205,6 +206,24 @@ async def test_a_fault_never_breaks_the_instrumented_code(make: HarnessFactory) 
     genai_bridge.uninstall(harness.provider)
 
 
+async def test_traces_whose_root_never_ends_are_bounded(
+        bridged: tuple[Harness, InMemoryMetricReader], monkeypatch: pytest.MonkeyPatch) -> None:
+    harness, _ = bridged
+    monkeypatch.setattr(genai_bridge, "MAX_PENDING_TRACES", 2)
+    tracer = harness.tracer()
+    chat = {sc.GEN_AI_OPERATION_NAME: "chat", sc.GEN_AI_REQUEST_MODEL: "m"}
+    roots = [tracer.start_span(f"request {n}") for n in range(3)]
+    for root in roots:
+        with trace.use_span(root), tracer.start_as_current_span("chat m", attributes=chat):
+            pass
+    # Three traces wait for their roots; past the limit the oldest is published as it is.
+    assert kinds(in_order(harness.bus.history(limit=None))) == [
+        "agent.llm.request", "agent.llm.response"]
+    for root in roots:
+        root.end()
+    assert len(harness.bus.history(kinds="agent.llm.response")) == 3
+
+
 def test_needs_an_sdk_provider() -> None:
     from opentelemetry.trace import NoOpTracerProvider
 
@@ -221,7 +240,6 @@ def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
 
 async def test_exported_once_over_otlp_and_read_back(receiver: Receiver) -> None:
     from adapter_helpers import otlp_bus
-    from opentelemetry import trace
 
     seen: list[Event] = []
     with otlp_bus(receiver, "bridge-e2e") as (telemetry, bus):
