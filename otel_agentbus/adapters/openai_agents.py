@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..bus import EventBus
 from ..events import Event, Scope, new_event_id
-from ..telemetry.context import inject_traceparent
 from ._common import FaultCounter, require
 from ._instrumentor import BaseInstrumentor, bus_for_instrumentor, resolve_bus
 from ._publish import EventWriter
@@ -201,12 +200,16 @@ class AgentBusTracingProcessor:
     def _agent_started(self, state: _Span, name: str) -> None:
         trace = state.trace
         if trace.handoff_to == name:  # the receiving agent: a child run in the same trace
-            carrier = (inject_traceparent(event=trace.handoff_event)
-                       if trace.handoff_event is not None else {})
+            parent = trace.handoff_event.correlation if trace.handoff_event else None
             trace.handoff_to = trace.handoff_event = None
             child = _Run(Scope(run_id=f"run-{new_event_id()}", agent=name,
                                session_id=state.run.scope.session_id))
-            self._writer.run_started(child.scope, traceparent=carrier.get("traceparent"))
+            # Parented to the span the handoff decision was stamped with (the handing-off
+            # agent's turn); without a mirror, to the current span.
+            traceparent = (f"00-{parent.trace_id}-{parent.span_id}-01"
+                           if parent is not None and parent.trace_id and parent.span_id
+                           else None)
+            self._writer.run_started(child.scope, traceparent=traceparent)
             state.run = state.child_run = child
             state.scope = child.scope
         state.scope = state.scope._replace(node_id=name)
