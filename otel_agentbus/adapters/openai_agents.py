@@ -66,6 +66,17 @@ def _error_of(span: Any) -> str | None:
     return f"{message}: {cause}" if cause else message
 
 
+def _traceparent_of(event: Event | None) -> str | None:
+    """The W3C traceparent of the span an event was stamped with (the handoff decision's:
+    the handing-off agent's turn), keeping its sampled flag; None without a mirror."""
+    if event is None or not (event.correlation.trace_id and event.correlation.span_id):
+        return None
+    context = event._span_context
+    sampled = getattr(getattr(context, "trace_flags", None), "sampled", True)
+    return (f"00-{event.correlation.trace_id}-{event.correlation.span_id}-"
+            f"{'01' if sampled else '00'}")
+
+
 def _usage(data: dict[str, Any] | None) -> dict[str, Any]:
     """The SDK's usage dict in ``LLMCall.record_usage`` keys."""
     if not isinstance(data, dict):
@@ -200,15 +211,10 @@ class AgentBusTracingProcessor:
     def _agent_started(self, state: _Span, name: str) -> None:
         trace = state.trace
         if trace.handoff_to == name:  # the receiving agent: a child run in the same trace
-            parent = trace.handoff_event.correlation if trace.handoff_event else None
+            traceparent = _traceparent_of(trace.handoff_event)
             trace.handoff_to = trace.handoff_event = None
             child = _Run(Scope(run_id=f"run-{new_event_id()}", agent=name,
                                session_id=state.run.scope.session_id))
-            # Parented to the span the handoff decision was stamped with (the handing-off
-            # agent's turn); without a mirror, to the current span.
-            traceparent = (f"00-{parent.trace_id}-{parent.span_id}-01"
-                           if parent is not None and parent.trace_id and parent.span_id
-                           else None)
             self._writer.run_started(child.scope, traceparent=traceparent)
             state.run = state.child_run = child
             state.scope = child.scope
