@@ -282,7 +282,7 @@ class WebhookApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._asgi(scope, receive, send)
 
-    async def _endpoint(self, request: Request) -> JSONResponse | None:
+    async def _endpoint(self, request: Request) -> JSONResponse:
         self.requests += 1
         try:
             reply = await self._handle(request)
@@ -290,7 +290,9 @@ class WebhookApp:
             reply = raised
         except ClientDisconnect:
             self.note_disconnect("while sending the body")
-            return None
+            # Nobody reads this answer (the server drops it); Starlette wants one.
+            return JSONResponse({"error": "client disconnected"}, 400,
+                                {"Connection": "close"})
         except Exception:
             logger.exception("webhook request failed")
             reply = _Reply(500, {"error": "internal error"})
