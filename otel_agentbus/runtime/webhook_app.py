@@ -38,7 +38,8 @@ from starlette.types import Receive, Scope, Send
 from ..bus import EventBus
 from ..events import Event, Source
 from ..events import Scope as EventScope
-from ..telemetry.content import is_secret_key
+from ..kinds import WEBHOOK_RECEIVED
+from ..payload import is_secret_key
 from ..tracecontext import traceparent_from
 from .execution import ExecutionRejectedError, RuntimeNotRunningError
 from .webhook_signatures import (
@@ -415,7 +416,7 @@ class WebhookApp:
         self.replayed += replayed
         if self._bus is not None and not self._bus.closed:
             self._bus.publish_nowait(Event(
-                "agent.webhook.received",
+                WEBHOOK_RECEIVED,
                 {"entry_point": route.entry_point, "path": path, "method": method,
                  "headers": webhook_request.headers, "query": webhook_request.query,
                  "execution_id": execution_id, "replayed": replayed,
