@@ -49,6 +49,8 @@ logger = logging.getLogger("otel_agentbus.runtime.webhooks")
 
 DEFAULT_MAX_HEADER: Final = 64 * 1024
 SIGNATURE_HEADER: Final = GITHUB_HEADER
+LINGER: Final = 1.0
+"""Seconds a connection answered by the listener itself (503, 400, 431) is kept to drain."""
 
 __all__ = [
     "DEFAULT_MAX_BODY", "DEFAULT_MAX_HEADER", "IDEMPOTENCY_HEADER", "MAX_HEADER_VALUE",
@@ -95,23 +97,22 @@ class _Connection(H11Protocol):
         self._head_bytes = 0
         self._head_tail = b""
         self._head_done = False
+        self._linger: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
         listener = self.listener
         if len(self.connections) > listener.max_connections:
             listener.refused_connections += 1
-            listener.app.count_status(503)
-            self._closed_by_us = True
-            self.transport.write(_answer(503, "Service Unavailable",
-                                         {"error": "too many connections"},
-                                         (("retry-after", "1"),)))
-            self.transport.close()
+            self._reply_and_close(503, "Service Unavailable", "too many connections",
+                                  (("retry-after", "1"),))
             return
         self._head_timer = self.loop.call_later(listener.read_timeout, self._head_too_slow)
 
     def data_received(self, data: bytes) -> None:
         self._received = True
+        if self._linger is not None:
+            return  # answered already: the rest of the request is read and dropped
         if not self._head_done and self._head_too_long(data):
             self._reply_and_close(431, "Request Header Fields Too Large",
                                   "request headers too large")
@@ -133,11 +134,17 @@ class _Connection(H11Protocol):
             self._head_done = True
         return self._head_bytes > self.listener.max_header_bytes
 
-    def _reply_and_close(self, status: int, reason: str, error: str) -> None:
+    def _reply_and_close(self, status: int, reason: str, error: str,
+                         extra: tuple[tuple[str, str], ...] = ()) -> None:
+        """Answer, stop writing, and read (dropping it) what the client still sends for
+        up to ``LINGER`` seconds: closing with unread input would reset the connection
+        and the client might never see the answer."""
         self._closed_by_us = True
         self.listener.app.count_status(status)
-        self.transport.write(_answer(status, reason, {"error": error}))
-        self.transport.close()
+        self.transport.write(_answer(status, reason, {"error": error}, extra))
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self._linger = self.loop.call_later(LINGER, self.transport.close)
 
     def _head_too_slow(self) -> None:
         self._head_timer = None
@@ -152,10 +159,17 @@ class _Connection(H11Protocol):
         """An unparsable request (h11 says why only in its exception): 400, as JSON."""
         self._reply_and_close(400, "Bad Request", "malformed HTTP request")
 
+    def shutdown(self) -> None:
+        try:
+            super().shutdown()
+        except h11.LocalProtocolError:  # a connection answered by us above, h11 in ERROR
+            self.transport.close()
+
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        for timer in (self._head_timer, self._linger):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._linger = None
         cycle = self.cycle
         if not self._closed_by_us and self._received:
             if cycle is None:
