@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import logging
 import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -213,7 +214,10 @@ async def test_malformed_json_is_400(start: Callable[..., Any], body: bytes) -> 
     assert run_events(runtime.bus) == []
 
 
-async def test_unknown_path_wrong_method_and_protocol_errors(start: Callable[..., Any]) -> None:
+async def test_unknown_path_wrong_method_and_protocol_errors(
+    start: Callable[..., Any], caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("INFO")
     runtime = await start(Agent())
     status, _, _ = await post(runtime, "/hooks/other", {})
     assert status == 404
@@ -240,6 +244,8 @@ async def test_unknown_path_wrong_method_and_protocol_errors(start: Callable[...
     assert run_events(runtime.bus) == []
     assert runtime.get_stats()["webhook"]["by_status"] == {400: 2, 404: 1, 405: 1, 411: 2,
                                                            431: 1}
+    # Bad requests are answered, not logged above debug (garbage must not flood the log).
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 async def test_a_full_entry_point_answers_429(runtimes: list[AgentRuntime]) -> None:

@@ -198,15 +198,12 @@ class _Guarded:
 class WebhookApp:
     """The ASGI application of a set of webhook routes (see the module docstring).
 
-    ``close_connections`` adds ``Connection: close`` to every answer (the standalone
-    listener serves one request per connection); a host application leaves it off.
     ``clock`` is the wall clock Standard Webhooks timestamps are compared with.
     """
 
     def __init__(self, dispatch: Dispatch, *, bus: EventBus | None = None,
                  max_body_bytes: int = DEFAULT_MAX_BODY, read_timeout: float = 10.0,
                  max_remembered_ids: int = DEFAULT_MAX_REMEMBERED,
-                 close_connections: bool = False,
                  clock: Callable[[], float] = time.time) -> None:
         if max_body_bytes < 0 or read_timeout <= 0 or max_remembered_ids < 1:
             raise ValueError("max_body_bytes >= 0, read_timeout > 0 and "
@@ -216,7 +213,6 @@ class WebhookApp:
         self.max_body_bytes = max_body_bytes
         self.read_timeout = read_timeout
         self.max_remembered_ids = max_remembered_ids
-        self.close_connections = close_connections
         self._clock = clock
         self._routes: dict[str, WebhookRoute] = {}
         self._guards: dict[str, _Guarded] = {}
@@ -299,7 +295,7 @@ class WebhookApp:
             reply = _Reply(500, {"error": "internal error"})
         self.count_status(reply.status)
         headers = dict(reply.headers)
-        if self.close_connections or reply.status >= 400:
+        if reply.status >= 400:
             headers["Connection"] = "close"  # a body may be left unread: end the connection
         return JSONResponse(reply.body, reply.status, headers)
 

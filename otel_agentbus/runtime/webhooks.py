@@ -61,11 +61,13 @@ __all__ = [
 
 
 class _QuietWarnings(logging.Filter):
-    """Uvicorn's per-request warnings (an invalid request) become debug lines: a flood of
-    garbage must not flood the log."""
+    """Uvicorn's per-request warnings (an invalid request) become debug lines, kept only
+    when debug is on for this module: a flood of garbage must not flood the log."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno == logging.WARNING:
+            if not logger.isEnabledFor(logging.DEBUG):
+                return False
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
         return True
 
@@ -121,6 +123,7 @@ class _Connection(H11Protocol):
         if self.cycle is not None and self._head_timer is not None:
             self._head_timer.cancel()  # the head is in; the app times the body
             self._head_timer = None
+            self.cycle.keep_alive = False  # one request per connection: closed after it
 
     def _head_too_long(self, data: bytes) -> bool:
         """Counts the head's bytes (h11 bounds only a head still incomplete)."""
@@ -202,7 +205,6 @@ class WebhookServer:
                 raise ValueError("give dispatch= or app=")
             app = WebhookApp(dispatch, bus=bus, max_body_bytes=max_body_bytes,
                              read_timeout=read_timeout)
-        app.close_connections = True
         self.app = app
         self.host = host
         self._requested_port = port
