@@ -126,7 +126,8 @@ def final_status(answer: bytes) -> tuple[int | None, dict[str, Any]]:
 
 def request(method: bytes, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes
             ) -> bytes:
-    head = b"%s %s HTTP/1.1\r\n" % (method, path)
+    """A raw HTTP/1.1 request; with Host, which HTTP/1.1 requires (without it: 400)."""
+    head = b"%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n" % (method, path)
     head += b"".join(b"%s: %s\r\n" % (name, value) for name, value in headers)
     return head + b"\r\n" + body
 
@@ -236,7 +237,10 @@ def test_bad_signatures_trigger_nothing(served: Served, signature: bytes, body: 
     answer = exchange(served.port, request(b"POST", b"/hooks/signed", [
         (b"Content-Length", b"%d" % len(body)), (b"X-Hub-Signature-256", signature)], body))
     status, _ = final_status(answer)
-    assert status in (401, 413), answer[:200]
+    # A control character in a header value is not valid HTTP (RFC 9110 section 5.5): the
+    # parser may answer 400 for it; a well-formed value must reach the signature check.
+    malformed = any((b < 0x20 and b != 0x09) or b == 0x7F for b in signature)
+    assert status in ((400, 401, 413) if malformed else (401, 413)), answer[:200]
     assert served.triggered() == before
 
 

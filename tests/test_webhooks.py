@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import logging
 import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -213,7 +214,10 @@ async def test_malformed_json_is_400(start: Callable[..., Any], body: bytes) -> 
     assert run_events(runtime.bus) == []
 
 
-async def test_unknown_path_wrong_method_and_protocol_errors(start: Callable[..., Any]) -> None:
+async def test_unknown_path_wrong_method_and_protocol_errors(
+    start: Callable[..., Any], caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("INFO")
     runtime = await start(Agent())
     status, _, _ = await post(runtime, "/hooks/other", {})
     assert status == 404
@@ -225,16 +229,23 @@ async def test_unknown_path_wrong_method_and_protocol_errors(start: Callable[...
         _raw, port, b"POST /hooks/tickets HTTP/1.1\r\nHost: x\r\n\r\n")
     assert no_length.startswith(b"HTTP/1.1 411 ")
     chunked = await asyncio.to_thread(
-        _raw, port, b"POST /hooks/tickets HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        _raw, port, b"POST /hooks/tickets HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked"
+                    b"\r\n\r\n0\r\n\r\n")
     assert chunked.startswith(b"HTTP/1.1 411 ")
+    # HTTP/1.1 without Host is a bad request (RFC 9112 section 3.2; h11 enforces it).
+    no_host = await asyncio.to_thread(
+        _raw, port, b"POST /hooks/tickets HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}")
+    assert no_host.startswith(b"HTTP/1.1 400 ")
     garbage = await asyncio.to_thread(_raw, port, b"HELLO\r\n\r\n")
     assert garbage.startswith(b"HTTP/1.1 400 ")
     huge = await asyncio.to_thread(
         _raw, port, b"POST /hooks/tickets HTTP/1.1\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n")
     assert huge.startswith(b"HTTP/1.1 431 ")
     assert run_events(runtime.bus) == []
-    assert runtime.get_stats()["webhook"]["by_status"] == {400: 1, 404: 1, 405: 1, 411: 2,
+    assert runtime.get_stats()["webhook"]["by_status"] == {400: 2, 404: 1, 405: 1, 411: 2,
                                                            431: 1}
+    # Bad requests are answered, not logged above debug (garbage must not flood the log).
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 async def test_a_full_entry_point_answers_429(runtimes: list[AgentRuntime]) -> None:

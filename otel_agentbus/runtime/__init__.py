@@ -17,6 +17,8 @@ from .invocation import (
 )
 from .tracker import DecisionTracker
 from .tracker_store import InMemoryTrackerStore, SQLiteTrackerStore
+from .webhook_app import WebhookApp
+from .webhook_signatures import generate_secret, sign_standard, standard_headers
 from .webhooks import WebhookRoute, WebhookServer, sign
 
 __all__ = [
@@ -48,8 +50,12 @@ __all__ = [
     "Node",
     "NodeStalledError",
     "SQLiteTrackerStore",
+    "WebhookApp",
     "WebhookRoute",
     "WebhookServer",
     "create_agent_runtime",
+    "generate_secret",
     "sign",
+    "sign_standard",
+    "standard_headers",
 ]

@@ -44,6 +44,7 @@ from .goals import Goal, GoalTracker, empty_progress
 from .graph import Graph
 from .retention import ExpiringStore
 from .streams import ExecutionStream
+from .webhook_app import WebhookApp
 from .webhooks import DEFAULT_MAX_BODY, WebhookRequest, WebhookServer
 
 logger = logging.getLogger("otel_agentbus.runtime")
@@ -66,6 +67,10 @@ class AgentRuntimeConfig:
     """0 picks a free port (``runtime.webhook_port`` tells which)."""
     webhook_max_body_bytes: int = DEFAULT_MAX_BODY
     webhook_read_timeout: float = 10.0
+    webhook_max_connections: int = 64
+    """Past it the webhook listener answers new connections 503 at once."""
+    webhook_listen: bool = True
+    """False: no listener of its own; serve ``runtime.webhook_app()`` in your ASGI app."""
     stop_timeout: float = 5.0
     """How long ``stop()`` waits for cancelled executions to finish."""
     clock: Callable[[], float] = field(default=time.monotonic)
@@ -130,6 +135,7 @@ class AgentRuntime:
         self._shared_state: dict[str, Any] = {}
         self._subscriptions: list[Subscription] = []
         self._webhook_server: WebhookServer | None = None
+        self._webhook_app: WebhookApp | None = None
         self._running = False
         self._lock = asyncio.Lock()
 
@@ -156,6 +162,8 @@ class AgentRuntime:
         if self._running:
             raise RuntimeError("cannot unregister entry points while the runtime is running")
         self._streams.pop(entry_point_id, None)
+        if self._webhook_app is not None:
+            self._webhook_app.remove_entry_point(entry_point_id)
         return self._entry_points.pop(entry_point_id, None) is not None
 
     def get_entry_points(self) -> list[EntryPoint]:
@@ -172,14 +180,13 @@ class AgentRuntime:
                 return
             routes = [webhook_route(spec) for spec in self._entry_points.values()
                       if spec.trigger_type == "webhook"]
-            if routes:
+            if routes and self._config.webhook_listen:
                 server = WebhookServer(
-                    self._dispatch_webhook, bus=self._bus, host=self._config.webhook_host,
+                    app=self.webhook_app(), host=self._config.webhook_host,
                     port=self._config.webhook_port,
                     max_body_bytes=self._config.webhook_max_body_bytes,
-                    read_timeout=self._config.webhook_read_timeout)
-                for route in routes:
-                    server.add_route(route)
+                    read_timeout=self._config.webhook_read_timeout,
+                    max_connections=self._config.webhook_max_connections)
                 await server.start()
                 self._webhook_server = server
             for spec in self._entry_points.values():
@@ -326,7 +333,8 @@ class AgentRuntime:
             "streams": streams,
             "input": {"requested": self._broker.requested, "delivered": self._broker.delivered,
                       "waiting": len(self._broker.waiting())},
-            "webhook": self._webhook_server.stats() if self._webhook_server else None,
+            "webhook": (self._webhook_server.stats() if self._webhook_server else
+                        self._webhook_app.stats() if self._webhook_app else None),
             "goal_progress": (self._goals.progress()["overall_progress"]
                               if self._goals is not None else None),
             "event_bus": {"published": bus.published, "dropped": bus.dropped,
@@ -354,6 +362,23 @@ class AgentRuntime:
     @property
     def webhook_server(self) -> WebhookServer | None:
         return self._webhook_server
+
+    def webhook_app(self) -> WebhookApp:
+        """The webhook ASGI app of this runtime's webhook entry points, to mount into an
+        existing ASGI application (``app.mount("/hooks", runtime.webhook_app())``); it
+        triggers runs while the runtime is started (503 otherwise). The same app the
+        runtime's own listener serves."""
+        if self._webhook_app is None:
+            self._webhook_app = WebhookApp(
+                self._dispatch_webhook, bus=self._bus,
+                max_body_bytes=self._config.webhook_max_body_bytes,
+                read_timeout=self._config.webhook_read_timeout)
+        for spec in self._entry_points.values():
+            if spec.trigger_type == "webhook":
+                route = webhook_route(spec)
+                if not self._webhook_app.has_route(route.path):
+                    self._webhook_app.add_route(route)
+        return self._webhook_app
 
     @property
     def webhook_port(self) -> int | None:

@@ -17,7 +17,7 @@ from .execution import AgentFunction
 
 if TYPE_CHECKING:
     from .graph import Graph
-    from .webhooks import WebhookRoute
+    from .webhook_app import WebhookRoute
 
 TriggerType = Literal["api", "manual", "event", "webhook"]
 TRIGGER_TYPES: Final = ("api", "manual", "event", "webhook")
@@ -42,8 +42,11 @@ class EntryPoint:
     ``trigger_config``: for ``event``, ``kinds`` (or Hive's ``event_types``),
     ``kind_prefix``, ``stream_id``/``filter_stream``, ``node_id``/``filter_node``,
     ``agent``, ``filter`` (an ``EventFilter``); for ``webhook``, ``path`` (default
-    ``/webhooks/<id>``), ``secret`` (HMAC-SHA256 signatures required), ``token`` (bearer
-    token required), ``methods`` (default ``["POST"]``).
+    ``/webhooks/<id>``), ``secret`` (signatures required: a ``whsec_`` secret means
+    Standard Webhooks, replay-safe; any other GitHub's ``X-Hub-Signature-256``),
+    ``signature`` (``"standard"`` or ``"github"`` to choose the scheme explicitly),
+    ``tolerance`` (Standard Webhooks timestamp window in seconds, default 300), ``token``
+    (bearer token required), ``methods`` (default ``["POST"]``).
     """
 
     id: str
@@ -64,7 +67,8 @@ EntryPointSpec = EntryPoint
 
 _EVENT_KEYS: Final = frozenset({"kinds", "event_types", "kind_prefix", "stream_id",
                                 "filter_stream", "node_id", "filter_node", "agent", "filter"})
-_WEBHOOK_KEYS: Final = frozenset({"path", "secret", "token", "methods"})
+_WEBHOOK_KEYS: Final = frozenset({"path", "secret", "token", "methods", "signature",
+                                  "tolerance"})
 
 
 def _positive_number(value: object) -> bool:
@@ -177,7 +181,8 @@ def event_subscription(spec: EntryPoint) -> dict[str, Any]:
 
 def webhook_route(spec: EntryPoint) -> WebhookRoute:
     """The HTTP route of a ``webhook`` entry point."""
-    from .webhooks import WebhookRoute
+    from .webhook_app import WebhookRoute
+    from .webhook_signatures import DEFAULT_TOLERANCE
 
     config = spec.trigger_config
     where = f"entry point {spec.id!r}: trigger_config"
@@ -194,5 +199,15 @@ def webhook_route(spec: EntryPoint) -> WebhookRoute:
     for name, value in (("secret", secret), ("token", token)):
         if value is not None and (not isinstance(value, str) or not value):
             raise EntryPointError(f"{where}.{name} must be a non-empty str")
-    return WebhookRoute(path=path, entry_point=spec.id, methods=methods, secret=secret,
-                        token=token)
+    tolerance = config.get("tolerance", DEFAULT_TOLERANCE)
+    if isinstance(tolerance, bool) or not _positive_number(tolerance):
+        raise EntryPointError(f"{where}.tolerance must be a number of seconds > 0, "
+                              f"got {tolerance!r}")
+    route = WebhookRoute(path=path, entry_point=spec.id, methods=methods, secret=secret,
+                         token=token, signature=config.get("signature"),
+                         tolerance=float(tolerance))
+    try:
+        route.check()
+    except ValueError as error:
+        raise EntryPointError(f"entry point {spec.id!r}: {error}") from None
+    return route

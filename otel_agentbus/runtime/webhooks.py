@@ -1,190 +1,230 @@
-"""The webhook server: HTTP requests on a path trigger an entry point.
+"""The webhook listener: the webhook ASGI app served alone, on Uvicorn.
 
-Plain ``asyncio`` streams on the runtime's own loop, so there is no thread hand-off and
-no dependency. One request per connection (``Connection: close``). Checks, in order:
-unknown path 404, wrong method 405, bearer token 401, no ``Content-Length`` 411, a body
-over ``max_body_bytes`` 413 (answered from the header, the body is never read), a body
-shorter than announced 408 (after ``read_timeout``), HMAC signature 401, malformed JSON
-400; then the entry point is triggered and the answer is 202 ``{"execution_id": ...}`` at
-once, without waiting for the run. A full entry point queue answers 429, a stopped
-runtime 503.
+Uvicorn (with h11, its pure-Python HTTP/1.1 parser, strict about framing) on the
+runtime's own event loop: no thread hand-off, nothing parsed by our code. On top of
+Uvicorn, per listener:
 
-Secrets stay out: credentials, cookies, signatures and anything secret-looking in header
-or query names are dropped before the request reaches an event, a run input or a span.
+- ``max_connections``: past it a new connection gets a 503 (``Retry-After: 1``) at once
+  and is closed, while the connections already open are served;
+- ``read_timeout``: the request head must arrive within it (else the connection is
+  closed without an answer) and so must the body (else 408);
+- ``max_header_bytes``: a longer request head is answered 431;
+- one request per connection (``Connection: close``), so no connection idles;
+- a client that hangs up is one counted debug line, never a traceback.
+
+The app itself (routes, signatures, idempotency, limits, header scrubbing) is
+:mod:`otel_agentbus.runtime.webhook_app`; mount it into your own ASGI application instead
+of starting this listener when you already serve HTTP.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
-import http
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+import socket
 from typing import Any, Final
-from urllib.parse import parse_qsl, urlsplit
+
+import h11
+from uvicorn import Config, Server
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..bus import EventBus
-from ..events import Event, Scope, Source
-from ..kinds import WEBHOOK_RECEIVED
-from ..payload import is_secret_key
-from ..tracecontext import traceparent_from
-from .execution import ExecutionRejectedError, RuntimeNotRunningError
+from .webhook_app import (
+    DEFAULT_MAX_BODY,
+    IDEMPOTENCY_HEADER,
+    MAX_HEADER_VALUE,
+    MAX_SAFE_HEADERS,
+    Dispatch,
+    WebhookApp,
+    WebhookRequest,
+    WebhookRoute,
+    is_sensitive_header,
+    safe_headers,
+)
+from .webhook_signatures import GITHUB_HEADER, sign, verify_signature
 
 logger = logging.getLogger("otel_agentbus.runtime.webhooks")
 
-DEFAULT_MAX_BODY: Final = 1024 * 1024
 DEFAULT_MAX_HEADER: Final = 64 * 1024
-SIGNATURE_HEADER: Final = "x-hub-signature-256"
-IDEMPOTENCY_HEADER: Final = "idempotency-key"
-MAX_SAFE_HEADERS: Final = 64
-MAX_HEADER_VALUE: Final = 1024
+SIGNATURE_HEADER: Final = GITHUB_HEADER
+LINGER: Final = 1.0
+"""Seconds a connection answered by the listener itself (503, 400, 431) is kept to drain."""
 
-_SENSITIVE_NAMES: Final = frozenset({
-    "authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key",
-    "x-hub-signature", "x-hub-signature-256",
-})
-_SENSITIVE_PARTS: Final = (
-    "auth", "cookie", "signature", "secret", "token", "password", "passwd", "credential",
-    "session", "apikey", "api-key", "api_key", "private", "csrf", "xsrf", "hmac",
-)
-_SECRET_VALUE_PREFIXES: Final = ("bearer ", "basic ", "digest ", "token ")
+__all__ = [
+    "DEFAULT_MAX_BODY", "DEFAULT_MAX_HEADER", "IDEMPOTENCY_HEADER", "MAX_HEADER_VALUE",
+    "MAX_SAFE_HEADERS", "SIGNATURE_HEADER", "Dispatch", "WebhookApp", "WebhookRequest",
+    "WebhookRoute", "WebhookServer", "is_sensitive_header", "safe_headers", "sign",
+    "verify_signature",
+]
 
 
-def is_sensitive_header(name: str, value: str = "") -> bool:
-    """True when a header (or query parameter) must never leave the request handler.
+class _QuietWarnings(logging.Filter):
+    """Uvicorn's per-request warnings (an invalid request) become debug lines, kept only
+    when debug is on for this module: a flood of garbage must not flood the log."""
 
-    A deny list wide enough to catch custom names (``X-Api-Key``, ``X-Auth-Token``,
-    ``X-Shopify-Hmac-Signature``...) plus any value that looks like a credential.
-    """
-    lowered = name.strip().lower()
-    if lowered in _SENSITIVE_NAMES or is_secret_key(lowered):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING:
+            if not logger.isEnabledFor(logging.DEBUG):
+                return False
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
         return True
-    if is_secret_key(lowered.replace("-", "_")):
-        return True
-    if any(part in lowered for part in _SENSITIVE_PARTS):
-        return True
-    if lowered.endswith(("-key", "_key")) and lowered != IDEMPOTENCY_HEADER:
-        return True
-    return value.strip().lower().startswith(_SECRET_VALUE_PREFIXES)
 
 
-def safe_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """The headers that may reach events and telemetry (names lower-cased, values capped)."""
-    safe: dict[str, str] = {}
-    for name, value in headers.items():
-        if len(safe) >= MAX_SAFE_HEADERS:
-            break
-        if not is_sensitive_header(name, value):
-            safe[name.lower()] = value[:MAX_HEADER_VALUE]
-    return safe
+_uvicorn_logger = logging.getLogger("otel_agentbus.runtime.webhooks.uvicorn")
+_uvicorn_logger.addFilter(_QuietWarnings())
 
 
-def sign(secret: str | bytes, body: bytes) -> str:
-    """The ``X-Hub-Signature-256`` value for ``body``: ``sha256=<hex HMAC-SHA256>``."""
-    key = secret.encode() if isinstance(secret, str) else secret
-    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+def _answer(status: int, reason: str, body: dict[str, Any],
+            extra: tuple[tuple[str, str], ...] = ()) -> bytes:
+    payload = json.dumps(body).encode()
+    head = [f"HTTP/1.1 {status} {reason}", "content-type: application/json",
+            f"content-length: {len(payload)}", "connection: close",
+            *(f"{name}: {value}" for name, value in extra)]
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload
 
 
-def verify_signature(secret: str | bytes, body: bytes, header: str | None) -> bool:
-    """Constant-time check of an ``X-Hub-Signature-256`` header against ``body``."""
-    if not header:
-        return False
-    expected = sign(secret, body).encode()
-    return hmac.compare_digest(expected, header.strip().encode("utf-8", "replace"))
+class _Connection(H11Protocol):
+    """Uvicorn's h11 connection plus the listener's limits, timeouts and counters."""
 
+    listener: WebhookServer  # set on the per-listener subclass
 
-@dataclass(frozen=True, slots=True)
-class WebhookRoute:
-    """``path`` triggers ``entry_point``. Secrets are kept out of ``repr``."""
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.logger = _uvicorn_logger
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._received = False
+        self._closed_by_us = False
+        self._head_bytes = 0
+        self._head_tail = b""
+        self._head_done = False
+        self._linger: asyncio.TimerHandle | None = None
 
-    path: str
-    entry_point: str
-    methods: tuple[str, ...] = ("POST",)
-    secret: str | None = field(default=None, repr=False)
-    token: str | None = field(default=None, repr=False)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[arg-type]
+        listener = self.listener
+        if len(self.connections) > listener.max_connections:
+            listener.refused_connections += 1
+            self._reply_and_close(503, "Service Unavailable", "too many connections",
+                                  (("retry-after", "1"),))
+            return
+        self._head_timer = self.loop.call_later(listener.read_timeout, self._head_too_slow)
 
+    def data_received(self, data: bytes) -> None:
+        self._received = True
+        if self._linger is not None:
+            return  # answered already: the rest of the request is read and dropped
+        if not self._head_done and self._head_too_long(data):
+            self._reply_and_close(431, "Request Header Fields Too Large",
+                                  "request headers too large")
+            return
+        super().data_received(data)
+        if self.cycle is not None and self._head_timer is not None:
+            self._head_timer.cancel()  # the head is in; the app times the body
+            self._head_timer = None
+            self.cycle.keep_alive = False  # one request per connection: closed after it
 
-@dataclass(frozen=True, slots=True)
-class WebhookRequest:
-    """A checked request, already scrubbed: only safe headers and query parameters."""
+    def _head_too_long(self, data: bytes) -> bool:
+        """Counts the head's bytes (h11 bounds only a head still incomplete)."""
+        window = self._head_tail + data
+        end = window.find(b"\r\n\r\n")
+        if end < 0:
+            self._head_bytes += len(data)
+            self._head_tail = window[-3:]
+        else:
+            self._head_bytes += end + 4 - len(self._head_tail)
+            self._head_done = True
+        return self._head_bytes > self.listener.max_header_bytes
 
-    route: WebhookRoute
-    method: str
-    path: str
-    headers: dict[str, str]
-    query: dict[str, str]
-    payload: Any
-    body_bytes: int
-    idempotency_key: str | None = None
-    traceparent: str | None = None
-    correlation_id: str | None = None
+    def _reply_and_close(self, status: int, reason: str, error: str,
+                         extra: tuple[tuple[str, str], ...] = ()) -> None:
+        """Answer, stop writing, and read (dropping it) what the client still sends for
+        up to ``LINGER`` seconds: closing with unread input would reset the connection
+        and the client might never see the answer."""
+        self._closed_by_us = True
+        self.listener.app.count_status(status)
+        self.transport.write(_answer(status, reason, {"error": error}, extra))
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self._linger = self.loop.call_later(LINGER, self.transport.close)
 
-    def as_input(self) -> dict[str, Any]:
-        """The run's input: what the agent sees of the request."""
-        return {"path": self.path, "method": self.method, "headers": self.headers,
-                "query": self.query, "payload": self.payload}
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if self.cycle is None and not self.transport.is_closing():
+            self.listener.header_timeouts += 1
+            logger.debug("webhook connection closed: no request head within %ss",
+                         self.listener.read_timeout)
+            self._closed_by_us = True
+            self.transport.close()
 
+    def send_400_response(self, msg: str) -> None:
+        """An unparsable request (h11 says why only in its exception): 400, as JSON."""
+        self._reply_and_close(400, "Bad Request", "malformed HTTP request")
 
-Dispatch = Callable[[WebhookRequest], Awaitable[tuple[str, bool]]]
-"""Triggers the run; returns ``(execution_id, replayed)``."""
+    def shutdown(self) -> None:
+        try:
+            super().shutdown()
+        except h11.LocalProtocolError:  # a connection answered by us above, h11 in ERROR
+            self.transport.close()
 
-
-class _Reply(Exception):
-    """Ends request handling with an HTTP answer."""
-
-    def __init__(self, status: int, body: dict[str, Any],
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(status)
-        self.status = status
-        self.body = body
-        self.headers = headers or {}
+    def connection_lost(self, exc: Exception | None) -> None:
+        for timer in (self._head_timer, self._linger):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._linger = None
+        cycle = self.cycle
+        if not self._closed_by_us and self._received:
+            if cycle is None:
+                self.listener.app.note_disconnect("before the request head was complete")
+            elif not cycle.response_complete and not cycle.more_body:
+                self.listener.app.note_disconnect("before the answer")
+        with contextlib.suppress(h11.LocalProtocolError):
+            super().connection_lost(exc)
 
 
 class WebhookServer:
-    """Routes ``path -> entry point`` over HTTP/1.1 on ``host`` (loopback by default).
+    """Serves a :class:`WebhookApp` on ``host`` (loopback by default) with Uvicorn.
 
     ``port=0`` picks a free port; :attr:`port` is the bound one after :meth:`start`.
+    Give ``dispatch`` (a new app is made) or ``app`` (an app you also mount elsewhere).
     """
 
-    def __init__(self, dispatch: Dispatch, *, bus: EventBus | None = None,
-                 host: str = "127.0.0.1", port: int = 0,
+    def __init__(self, dispatch: Dispatch | None = None, *, app: WebhookApp | None = None,
+                 bus: EventBus | None = None, host: str = "127.0.0.1", port: int = 0,
                  max_body_bytes: int = DEFAULT_MAX_BODY,
                  max_header_bytes: int = DEFAULT_MAX_HEADER, read_timeout: float = 10.0,
                  max_connections: int = 64) -> None:
         if max_body_bytes < 0 or max_header_bytes < 1024 or read_timeout <= 0:
             raise ValueError("max_body_bytes >= 0, max_header_bytes >= 1024 and "
                              "read_timeout > 0 are required")
-        self._dispatch = dispatch
-        self._bus = bus
+        if max_connections < 1:
+            raise ValueError("max_connections must be >= 1")
+        if app is None:
+            if dispatch is None:
+                raise ValueError("give dispatch= or app=")
+            app = WebhookApp(dispatch, bus=bus, max_body_bytes=max_body_bytes,
+                             read_timeout=read_timeout)
+        self.app = app
         self.host = host
         self._requested_port = port
         self.max_body_bytes = max_body_bytes
         self.max_header_bytes = max_header_bytes
         self.read_timeout = read_timeout
         self.max_connections = max_connections
-        self._routes: dict[str, WebhookRoute] = {}
-        self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[Any]] = set()
+        self.refused_connections = 0
+        self.header_timeouts = 0
+        self._server: Server | None = None
+        self._socket: socket.socket | None = None
         self._port: int | None = None
-        self.requests = 0
-        self.accepted = 0
-        self.replayed = 0
-        self.by_status: dict[int, int] = {}
 
     # ----------------------------------------------------------------- set-up
     def add_route(self, route: WebhookRoute) -> None:
-        if route.path in self._routes:
-            raise ValueError(f"webhook path {route.path!r} is already routed to "
-                             f"{self._routes[route.path].entry_point!r}")
-        self._routes[route.path] = route
+        self.app.add_route(route)
 
     @property
     def routes(self) -> tuple[WebhookRoute, ...]:
-        return tuple(self._routes.values())
+        return self.app.routes
 
     @property
     def port(self) -> int:
@@ -199,183 +239,69 @@ class WebhookServer:
     def running(self) -> bool:
         return self._server is not None
 
+    @property
+    def open_connections(self) -> int:
+        return len(self._server.server_state.connections) if self._server else 0
+
     async def start(self) -> None:
+        """Bind and serve. Uvicorn's ``startup``/``shutdown`` are called directly (not
+        ``serve()``), so the host process keeps its own signal handlers and logging."""
         if self._server is not None:
             return
-        self._server = await asyncio.start_server(
-            self._serve, self.host, self._requested_port, limit=self.max_header_bytes)
-        self._port = int(self._server.sockets[0].getsockname()[1])
+        connection = type("WebhookConnection", (_Connection,), {"listener": self})
+        config = Config(self.app, http=connection, ws="none", lifespan="off",
+                        log_config=None, access_log=False, proxy_headers=False,
+                        server_header=False, date_header=False,
+                        h11_max_incomplete_event_size=self.max_header_bytes,
+                        backlog=max(128, self.max_connections * 2))
+        config.load()
+        server = Server(config)
+        server.lifespan = config.lifespan_class(config)
+        sock = _bind(self.host, self._requested_port)
+        try:
+            await server.startup(sockets=[sock])
+        except BaseException:
+            sock.close()
+            raise
+        self._server, self._socket = server, sock
+        self._port = int(sock.getsockname()[1])
         logger.info("webhook server listening on %s:%s", self.host, self._port)
 
     async def stop(self, timeout: float = 5.0) -> None:
-        """Stop listening, end open connections, bounded by ``timeout``."""
+        """Stop listening, let answers in progress finish, bounded by ``timeout``."""
         server, self._server = self._server, None
+        sock, self._socket = self._socket, None
         if server is None:
             return
-        server.close()
-        for task in list(self._connections):
-            task.cancel()
-        if self._connections:
-            await asyncio.wait(list(self._connections), timeout=timeout)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(server.wait_closed(), timeout)
+        server.config.timeout_graceful_shutdown = max(1, int(timeout))
+        try:
+            await asyncio.wait_for(server.shutdown(sockets=[sock] if sock else None),
+                                   timeout + 1)
+        except TimeoutError:
+            logger.warning("webhook server did not stop within %ss; closing connections",
+                           timeout)
+        for connection in list(server.server_state.connections):
+            transport = getattr(connection, "transport", None)
+            if transport is not None:
+                transport.close()
 
     def stats(self) -> dict[str, Any]:
-        return {"port": self._port, "routes": len(self._routes), "requests": self.requests,
-                "accepted": self.accepted, "replayed": self.replayed,
-                "by_status": dict(sorted(self.by_status.items()))}
-
-    # --------------------------------------------------------------- serving
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._connections.add(task)
-        try:
-            reply: _Reply | None
-            if len(self._connections) > self.max_connections:
-                reply = _Reply(503, {"error": "too many connections"}, {"Retry-After": "1"})
-            else:
-                reply = await self._handle(reader, writer)
-            if reply is not None:
-                await self._send(writer, reply)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        except Exception:
-            logger.exception("webhook request failed")
-            with contextlib.suppress(Exception):
-                await self._send(writer, _Reply(500, {"error": "internal error"}))
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
-            if task is not None:
-                self._connections.discard(task)
-
-    async def _send(self, writer: asyncio.StreamWriter, reply: _Reply) -> None:
-        self.by_status[reply.status] = self.by_status.get(reply.status, 0) + 1
-        body = json.dumps(reply.body).encode()
-        phrase = http.HTTPStatus(reply.status).phrase
-        lines = [f"HTTP/1.1 {reply.status} {phrase}", "Content-Type: application/json",
-                 f"Content-Length: {len(body)}", "Connection: close",
-                 *(f"{k}: {v}" for k, v in reply.headers.items())]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
-        await asyncio.wait_for(writer.drain(), self.read_timeout)
-
-    async def _handle(self, reader: asyncio.StreamReader,
-                      writer: asyncio.StreamWriter) -> _Reply | None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.read_timeout)
-        except asyncio.LimitOverrunError:
-            return _Reply(431, {"error": "request headers too large"})
-        except (TimeoutError, asyncio.IncompleteReadError, ValueError):
-            return None  # the client went away or never sent a request: nothing to answer
-        self.requests += 1
-        try:
-            return await self._handle_request(head, reader, writer)
-        except _Reply as reply:
-            return reply
-
-    async def _handle_request(self, head: bytes, reader: asyncio.StreamReader,
-                              writer: asyncio.StreamWriter) -> _Reply:
-        method, target, headers = _parse_head(head)
-        split = urlsplit(target)
-        route = self._routes.get(split.path)
-        if route is None:
-            raise _Reply(404, {"error": f"no webhook at {split.path!r}"})
-        if method not in route.methods:
-            raise _Reply(405, {"error": f"method {method} not allowed"},
-                         {"Allow": ", ".join(route.methods)})
-        if route.token is not None:
-            expected = f"Bearer {route.token}".encode()
-            given = headers.get("authorization", "").encode("utf-8", "replace")
-            if not hmac.compare_digest(expected, given):
-                raise _Reply(401, {"error": "missing or wrong bearer token"},
-                             {"WWW-Authenticate": "Bearer"})
-        if "transfer-encoding" in headers:
-            raise _Reply(411, {"error": "send a Content-Length (chunked bodies not accepted)"})
-        length_text = headers.get("content-length")
-        if length_text is None:
-            raise _Reply(411, {"error": "Content-Length required"})
-        if not length_text.isdigit():
-            raise _Reply(400, {"error": "malformed Content-Length"})
-        length = int(length_text)
-        if length > self.max_body_bytes:
-            raise _Reply(413, {"error": f"body over {self.max_body_bytes} bytes"})
-        if headers.get("expect", "").lower() == "100-continue":
-            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        try:
-            body = await asyncio.wait_for(reader.readexactly(length), self.read_timeout)
-        except TimeoutError:  # fewer bytes than Content-Length said: a client error
-            raise _Reply(408, {"error": f"body of {length} bytes not received within "
-                                        f"{self.read_timeout}s"}) from None
-        if route.secret is not None and not verify_signature(
-                route.secret, body, headers.get(SIGNATURE_HEADER)):
-            raise _Reply(401, {"error": "missing or invalid X-Hub-Signature-256"})
-        payload = _parse_json(body)
-        request = WebhookRequest(
-            route=route, method=method, path=split.path, headers=safe_headers(headers),
-            query={k: v for k, v in parse_qsl(split.query) if not is_sensitive_header(k, v)},
-            payload=payload, body_bytes=length,
-            idempotency_key=headers.get(IDEMPOTENCY_HEADER) or None,
-            traceparent=traceparent_from(headers),
-            correlation_id=headers.get("x-correlation-id") or headers.get("x-request-id"),
-        )
-        try:
-            execution_id, replayed = await self._dispatch(request)
-        except ExecutionRejectedError as error:
-            raise _Reply(429, {"error": str(error)}, {"Retry-After": "1"}) from None
-        except RuntimeNotRunningError as error:
-            raise _Reply(503, {"error": str(error)}) from None
-        self.accepted += 1
-        self.replayed += replayed
-        if self._bus is not None and not self._bus.closed:
-            self._bus.publish_nowait(Event(
-                WEBHOOK_RECEIVED,
-                {"entry_point": route.entry_point, "path": split.path, "method": method,
-                 "headers": request.headers, "query": request.query,
-                 "execution_id": execution_id, "replayed": replayed, "body_bytes": length,
-                 "idempotency_key": request.idempotency_key},
-                scope=Scope(stream_id=route.entry_point),
-                source=Source("webhook", route.entry_point),
-            ))
-        reply_headers = {"Idempotent-Replayed": "true"} if replayed else {}
-        return _Reply(202, {"execution_id": execution_id, "replayed": replayed}, reply_headers)
+        return {"port": self._port, **self.app.stats(),
+                "connections": {"open": self.open_connections,
+                                "refused": self.refused_connections,
+                                "header_timeouts": self.header_timeouts}}
 
 
-def _parse_head(head: bytes) -> tuple[str, str, dict[str, str]]:
-    """Request line and headers (names lower-cased; repeated ones joined with ", ")."""
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-        raise _Reply(400, {"error": "malformed request line"})
-    method, target, _ = parts
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, colon, value = line.partition(":")
-        name = name.strip().lower()
-        if not colon or not name or " " in name:
-            raise _Reply(400, {"error": "malformed header line"})
-        value = value.strip()
-        if name in headers:
-            if name == "content-length" and headers[name] != value:
-                raise _Reply(400, {"error": "conflicting Content-Length headers"})
-            if name != "content-length":
-                headers[name] = f"{headers[name]}, {value}"
-            continue
-        headers[name] = value
-    return method.upper(), target, headers
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _parse_json(body: bytes) -> Any:
-    if not body.strip():
-        raise _Reply(400, {"error": "a JSON body is required"})
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening socket, so a busy port is an ``OSError`` here (Uvicorn would exit)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
     try:
-        return json.loads(body, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError, RecursionError) as error:
-        raise _Reply(400, {"error": f"malformed JSON: {error}"[:200]}) from None
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
