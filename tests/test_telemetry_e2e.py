@@ -6,6 +6,7 @@ providers there and nothing leaks into this process.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -174,9 +175,17 @@ def test_run_statuses_and_pending_records(receiver: Receiver, published: dict[st
     assert runs["run-open"].status != "running"  # shutdown ended it: the record is replaced
     with sqlite3.connect(receiver.db) as conn:
         pending = conn.execute(
-            "SELECT trace_id, parent_span_id, name FROM spans WHERE pending = 1").fetchall()
-    assert sorted(pending) == sorted(
-        (r.trace_id, r.span_id, r.name) for r in runs.values())
+            "SELECT trace_id, parent_span_id, name, attributes FROM spans WHERE pending = 1"
+        ).fetchall()
+    # One per run, under the run span, and not a second agent span: another name, no
+    # GenAI operation, OpenInference's generic kind.
+    assert sorted(row[:3] for row in pending) == sorted(
+        (r.trace_id, r.span_id, f"{sc.PENDING_SPAN_PREFIX} {r.name}") for r in runs.values())
+    for *_, attributes in pending:
+        record = json.loads(attributes)
+        assert sc.GEN_AI_OPERATION_NAME not in record
+        assert record[sc.OPENINFERENCE_SPAN_KIND] == sc.OI_CHAIN
+        assert record[sc.RUN_ID] in runs
     for run in runs.values():
         assert not any(s.pending for s in get_trace(receiver.db, run.trace_id).spans)
     open_root = spans_of(receiver.db, runs["run-open"].trace_id)["invoke_agent watcher"]

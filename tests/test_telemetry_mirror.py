@@ -7,6 +7,7 @@ Every test configures telemetry on its own SDK TracerProvider exporting to memor
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Iterator
@@ -135,13 +136,19 @@ async def test_one_trace_per_run_for_concurrent_runs(make: HarnessFactory) -> No
         assert root.parent is None
         assert attrs(root) == {
             sc.GEN_AI_OPERATION_NAME: "invoke_agent", sc.GEN_AI_AGENT_NAME: f"agent{i}",
-            sc.RUN_ID: f"run-{i}", sc.RUN_STATUS: "completed"}
+            sc.OPENINFERENCE_SPAN_KIND: "AGENT", sc.RUN_ID: f"run-{i}",
+            sc.RUN_STATUS: "completed"}
         roots.append(root)
     assert len({trace_id(r) for r in roots}) == 3
-    # One pending record per run, in the run's trace, under its root.
+    # One pending record per run, in the run's trace, under its root; not an agent span.
     pending = h.pending()
     assert sorted((trace_id(p), parent_id(p)) for p in pending) == sorted(
         (trace_id(r), span_id(r)) for r in roots)
+    for record in pending:
+        assert record.name.startswith(f"{sc.PENDING_SPAN_PREFIX} invoke_agent agent")
+        assert sc.GEN_AI_OPERATION_NAME not in attrs(record)
+        assert attrs(record)[sc.OPENINFERENCE_SPAN_KIND] == "CHAIN"
+        assert record.start_time == record.end_time
 
 
 @pytest.mark.parametrize("session", ["conv-7", None])
@@ -152,7 +159,8 @@ async def test_conversation_id_on_every_span_only_when_session_given(
     await full_run(h.bus, session=session)
     spans = h.spans(pending=True)
     assert sorted({s.name for s in spans}) == [
-        "chat gpt-4o", "execute_tool search", "invoke_agent planner", "iteration n1", "node n1"]
+        "agentbus.pending invoke_agent planner", "chat gpt-4o", "execute_tool search",
+        "invoke_agent planner", "iteration n1", "node n1"]
     for span in spans:
         assert attrs(span).get(sc.GEN_AI_CONVERSATION_ID) == session, span.name
         assert attrs(span)[sc.RUN_ID] == "r1"
@@ -254,7 +262,10 @@ async def test_llm_call_is_one_client_span_with_usage_and_counted_chunks(
     assert list(a[sc.GEN_AI_RESPONSE_FINISH_REASONS]) == ["stop"]
     assert a[sc.LLM_CHUNKS] == 50
     assert a[sc.LLM_REASONING_CHUNKS] == 3
-    assert a[sc.LLM_TIME_TO_FIRST_CHUNK] >= 0
+    first_chunk = a[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK]
+    assert isinstance(first_chunk, float)
+    assert 0 <= first_chunk <= (chat.end_time - chat.start_time) / 1e9  # seconds, not ms
+    assert a[sc.GEN_AI_REQUEST_STREAM] is True  # chunks arrived
     assert chat.status.status_code is StatusCode.UNSET
     # Deltas are counted, never a span or a span event each.
     assert sorted(s.name for s in h.spans()) == [
@@ -293,7 +304,8 @@ async def test_tool_spans(make: HarnessFactory) -> None:
     root = h.one("invoke_agent a")
     ok, failed = h.one("execute_tool search"), h.one("execute_tool fetch")
     assert attrs(ok) == {
-        sc.GEN_AI_OPERATION_NAME: "execute_tool", sc.GEN_AI_TOOL_NAME: "search",
+        sc.GEN_AI_OPERATION_NAME: "execute_tool", sc.OPENINFERENCE_SPAN_KIND: "TOOL",
+        sc.GEN_AI_TOOL_NAME: "search",
         sc.GEN_AI_TOOL_CALL_ID: "t1", sc.GEN_AI_TOOL_TYPE: "function", sc.RUN_ID: "r1",
         sc.GEN_AI_CONVERSATION_ID: "s1", sc.GEN_AI_AGENT_NAME: "a"}
     assert ok.status.status_code is StatusCode.UNSET
@@ -553,14 +565,22 @@ async def content_run(bus: EventBus, canary: str = CANARY) -> None:
     node = run | {"node_id": "n1"}
     await publish(
         bus,
-        ev("agent.run.started", {"prompt": canary, "input": canary}, **run),
+        ev("agent.run.started", {"prompt": canary, "input": canary,
+                                 "system_instructions": canary,
+                                 "tools": [{"name": "search", "description": canary}]}, **run),
         ev("agent.node.loop.iteration", {"iteration": 1}, **node),
         ev("agent.llm.request", {"model": "m", "call_id": "c1", "prompt": canary,
                                  "messages": [{"role": "user", "content": canary}],
-                                 "system_instructions": canary}, **node),
+                                 "system_instructions": canary,
+                                 "tools": [{"type": "function", "function": {
+                                     "name": "search", "description": canary,
+                                     "parameters": {"type": "object"}}}]}, **node),
         ev("agent.llm.delta", {"call_id": "c1", "text": canary}, **node),
         ev("agent.llm.reasoning.delta", {"call_id": "c1", "text": canary}, **node),
-        ev("agent.llm.response", {"call_id": "c1", "content": canary, "output_tokens": 3},
+        ev("agent.llm.response", {"call_id": "c1", "content": canary, "output_tokens": 3,
+                                  "finish_reason": "tool_calls",
+                                  "tool_calls": [{"id": "t1", "function": {
+                                      "name": "search", "arguments": f'{{"q": "{canary}"}}'}}]},
            **node),
         ev("agent.tool.call.started", {"tool_call_id": "t1", "tool_name": "search",
                                        "arguments": {"q": canary}}, **node),
@@ -595,7 +615,10 @@ async def test_content_stays_home_by_default(
     wire = otlp_bytes(h.spans(pending=True))
     assert b"visible-marker" in wire  # the search does see exported attributes
     assert CANARY.encode() not in wire
-    assert not any(key in attrs(s) for s in h.spans() for key in sc.CONTENT_ATTRIBUTES)
+    # Neither the GenAI content attributes nor OpenInference's input and output.
+    assert {sc.INPUT_VALUE, sc.OUTPUT_VALUE, sc.GEN_AI_TOOL_DEFINITIONS} <= sc.CONTENT_ATTRIBUTES
+    assert not any(key in attrs(s) for s in h.spans(pending=True)
+                   for key in sc.CONTENT_ATTRIBUTES)
 
 
 @pytest.mark.parametrize("env", ["SPAN_ONLY", "SPAN_AND_EVENT", "true"])
@@ -611,9 +634,34 @@ async def test_content_exported_when_capture_is_on(
     assert attrs(search)[sc.GEN_AI_TOOL_CALL_RESULT] == CANARY
     assert attrs(calc)[sc.GEN_AI_TOOL_CALL_ARGUMENTS] == CANARY
     assert attrs(calc)[sc.GEN_AI_TOOL_CALL_RESULT] == f'{{"answer": "{CANARY}"}}'
-    assert CANARY in attrs(chat)[sc.GEN_AI_INPUT_MESSAGES]
-    assert attrs(chat)[sc.GEN_AI_SYSTEM_INSTRUCTIONS] == CANARY
-    assert attrs(chat)[sc.GEN_AI_OUTPUT_MESSAGES] == CANARY
+    # The GenAI role/parts message schema, as JSON text.
+    assert json.loads(str(attrs(chat)[sc.GEN_AI_INPUT_MESSAGES])) == [
+        {"role": "user", "parts": [{"type": "text", "content": CANARY}]}]
+    assert json.loads(str(attrs(chat)[sc.GEN_AI_SYSTEM_INSTRUCTIONS])) == [
+        {"type": "text", "content": CANARY}]
+    assert json.loads(str(attrs(chat)[sc.GEN_AI_OUTPUT_MESSAGES])) == [
+        {"role": "assistant", "finish_reason": "tool_calls", "parts": [
+            {"type": "text", "content": CANARY},
+            {"type": "tool_call", "id": "t1", "name": "search", "arguments": {"q": CANARY}}]}]
+    assert json.loads(str(attrs(chat)[sc.GEN_AI_TOOL_DEFINITIONS])) == [
+        {"type": "function", "name": "search", "description": CANARY,
+         "parameters": {"type": "object"}}]
+    # Viewers derive an LLM span's messages from those; a run and a tool call also carry
+    # OpenInference's input and output, which is what Phoenix lists.
+    assert sc.INPUT_VALUE not in attrs(chat)
+    root = attrs(h.one("invoke_agent a"))
+    assert json.loads(str(root[sc.GEN_AI_INPUT_MESSAGES])) == [
+        {"role": "user", "parts": [{"type": "text", "content": CANARY}]}]
+    assert json.loads(str(root[sc.GEN_AI_OUTPUT_MESSAGES])) == [
+        {"role": "assistant", "finish_reason": "stop",
+         "parts": [{"type": "text", "content": CANARY}]}]
+    assert (root[sc.INPUT_VALUE], root[sc.INPUT_MIME_TYPE]) == (CANARY, "text/plain")
+    assert (root[sc.OUTPUT_VALUE], root[sc.OUTPUT_MIME_TYPE]) == (CANARY, "text/plain")
+    assert json.loads(str(root[sc.GEN_AI_TOOL_DEFINITIONS]))[0]["description"] == CANARY
+    assert attrs(search)[sc.INPUT_VALUE] == f'{{"q": "{CANARY}"}}'
+    assert attrs(search)[sc.INPUT_MIME_TYPE] == "application/json"
+    assert (attrs(search)[sc.OUTPUT_VALUE], attrs(search)[sc.OUTPUT_MIME_TYPE]) == (
+        CANARY, "text/plain")
     iteration = h.one("iteration n1")
     by_name = {e.name: dict(e.attributes or {}) for e in iteration.events}
     assert by_name["agent.state.changed"]["agentbus.prompt"] == CANARY
@@ -650,7 +698,8 @@ async def test_redaction_hook_is_applied_to_every_content_value(
     wire = otlp_bytes(h.spans())
     assert CANARY.encode() not in wire
     assert b"[scrubbed]" in wire
-    assert {"arguments", "tool_input", "result", "messages", "content", "prompt"} <= keys
+    assert {"arguments", "tool_input", "result", "messages", "content", "prompt", "tools",
+            "tool_calls"} <= keys
     assert attrs(h.one("execute_tool search"))[sc.GEN_AI_TOOL_CALL_ARGUMENTS] == "[scrubbed]"
     assert sc.GEN_AI_SYSTEM_INSTRUCTIONS not in attrs(h.one("chat m"))
 
@@ -781,8 +830,8 @@ async def test_ratio_sampling_is_decided_once_per_run(make: HarnessFactory) -> N
     for span in h.spans(pending=True):
         names_by_run[str(attrs(span)[sc.RUN_ID])].add(
             span.name + (" (pending)" if attrs(span).get("agentbus.span.pending") else ""))
-    full = {"invoke_agent planner", "invoke_agent planner (pending)", "node n1", "iteration n1",
-            "chat gpt-4o", "execute_tool search"}
+    full = {"invoke_agent planner", "agentbus.pending invoke_agent planner (pending)",
+            "node n1", "iteration n1", "chat gpt-4o", "execute_tool search"}
     assert all(names == full for names in names_by_run.values())
     assert 0 < len(names_by_run) < runs
     per_trace = Counter(trace_id(s) for s in h.spans())

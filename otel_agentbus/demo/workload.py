@@ -15,11 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from ..bus import EventBus
-from ..events import Event, Scope, Severity, Source
+from ..events import EMPTY_CORRELATION, Correlation, Event, Scope, Severity, Source
 from ..kinds import (
+    CONSTRAINT_VIOLATED,
     DECISION_MADE,
     DECISION_OUTCOME,
+    DOOM_LOOP_DETECTED,
     LLM_DELTA,
+    LLM_REASONING_DELTA,
     LLM_REQUEST,
     LLM_RESPONSE,
     NODE_LOOP_COMPLETED,
@@ -46,8 +49,20 @@ USER_STOP_AFTER_S: Final = 0.015
 
 
 @dataclass(frozen=True, slots=True)
+class ChatChannel:
+    """Where an agent's requests come from when it serves a chat (seed 004's routing)."""
+
+    runtime_id: str
+    channel: str
+    account: str
+    chat_type: str
+    space_type: str
+
+
+@dataclass(frozen=True, slots=True)
 class AgentProfile:
-    """What one kind of agent works with: its model, tools, tasks and typical failure."""
+    """What one kind of agent works with: its model and the settings it sends, its
+    instructions, tools, tasks and typical failure."""
 
     name: str
     model: str
@@ -58,6 +73,12 @@ class AgentProfile:
     tool_error: str
     tool_error_type: str
     run_error_type: str
+    instructions: str = ""
+    settings: tuple[tuple[str, Any], ...] = (("temperature", 0.2), ("max_tokens", 1024))
+    """Request settings as the provider SDK takes them (OpenAI's, Anthropic's, Gemini's)."""
+    reasons: bool = False
+    """Whether the model streams reasoning before its answer."""
+    channel: ChatChannel | None = None
 
 
 PROFILES: Final = (
@@ -75,6 +96,10 @@ PROFILES: Final = (
         tool_error="hotel inventory API returned 503 Service Unavailable",
         tool_error_type="HTTPError",
         run_error_type="ToolExecutionError",
+        instructions="You plan trips. Prefer direct routes; stay within the stated budget.",
+        settings=(("temperature", 0.2), ("max_tokens", 1024), ("top_p", 0.9),
+                  ("frequency_penalty", 0.1), ("presence_penalty", 0.0), ("seed", 42),
+                  ("stop", ["</plan>"])),
     ),
     AgentProfile(
         name="support-triage",
@@ -90,6 +115,13 @@ PROFILES: Final = (
         tool_error="CRM query timed out after 5.0s",
         tool_error_type="TimeoutError",
         run_error_type="TimeoutError",
+        instructions="You triage support tickets. Never promise refunds.",
+        settings=(("temperature", 0.2), ("max_tokens", 1024), ("top_k", 40),
+                  ("stop_sequences", ["\n\nHuman:"])),
+        reasons=True,
+        channel=ChatChannel(runtime_id="support-gateway-1", channel="slack",
+                            account="acme-support", chat_type="group",
+                            space_type="workspace"),
     ),
     AgentProfile(
         name="code-reviewer",
@@ -105,6 +137,9 @@ PROFILES: Final = (
         tool_error="test runner exited with status 2 (collection error)",
         tool_error_type="ToolExecutionError",
         run_error_type="ToolExecutionError",
+        instructions="You review pull requests. Cite the line you comment on.",
+        settings=(("temperature", 0.2), ("max_output_tokens", 1024), ("top_p", 0.95),
+                  ("top_k", 64)),
     ),
 )
 
@@ -210,9 +245,25 @@ class AgentRun:
     root_span_id: str | None = None
     start_ns: int = 0
     end_ns: int = 0
+    task: str = ""
+    routing: dict[str, str] = field(default_factory=dict)
+    """Scope fields of a run that came from a chat message (the profile's channel)."""
+    correlation: Correlation = EMPTY_CORRELATION
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.plan.seed)
+        channel = self.plan.profile.channel
+        if channel is not None:
+            suffix = self.plan.run_id[4:]
+            self.routing = {
+                "runtime_id": channel.runtime_id, "channel": channel.channel,
+                "account": channel.account, "chat_id": f"C{suffix[:6].upper()}",
+                "topic_id": f"thread-{suffix}", "space_id": "T0ACME",
+                "space_type": channel.space_type, "chat_type": channel.chat_type,
+                "sender_id": f"U{suffix[2:].upper()}", "message_id": f"msg-{suffix}",
+            }
+            self.correlation = Correlation(parent_turn_id=f"turn-{suffix}-0",
+                                           reply_to_id=f"msg-{suffix}")
 
     # ---- publishing ----------------------------------------------------------
     async def _emit(
@@ -221,9 +272,11 @@ class AgentRun:
     ) -> Event:
         plan = self.plan
         scope = Scope(run_id=plan.run_id, stream_id=plan.stream_id, node_id=node,
-                      agent=plan.agent, session_id=plan.session_id)
+                      agent=plan.agent, session_id=plan.session_id,
+                      turn_id=f"turn-{plan.run_id[4:]}-1", graph_id=f"{plan.agent}-graph",
+                      **self.routing)
         event = Event(kind, payload, scope=scope, source=source or Source("agent", plan.agent),
-                      severity=severity)
+                      severity=severity, correlation=self.correlation)
         await self.bus.publish(event)
         self.events += 1
         self.end_ns = event.time_ns
@@ -237,25 +290,52 @@ class AgentRun:
         return f"{prefix}_{self.plan.run_id[4:]}_{self.ids.calls:02d}"
 
     # ---- building blocks -----------------------------------------------------
-    async def _llm_call(self, node: str, finish: str) -> None:
+    async def _llm_call(self, node: str, finish: str, tool: str | None = None) -> None:
+        """One streamed chat call; ``tool`` is the tool the model asks for (``finish`` is
+        then ``tool_calls``)."""
         profile, rng = self.plan.profile, self.rng
         call_id = self._next_id("chatcmpl")
         source = Source("llm", profile.model)
         await self._emit(LLM_REQUEST, {
             "call_id": call_id, "model": profile.model, "provider": profile.provider,
-            "temperature": 0.2, "max_tokens": 1024,
+            **dict(profile.settings), "stream": True,
+            "system_instructions": profile.instructions,
+            "messages": [{"role": "user", "content": self.task}],
+            "tools": [{"type": "function", "name": name,
+                       "description": _tool_description(name),
+                       "parameters": {"type": "object",
+                                      "properties": {"query": {"type": "string"}}}}
+                      for name in profile.tools],
         }, node=node, source=source)
         await self._latency(5, 20)  # time to first token
+        reasoning = 0
+        if profile.reasons:
+            for chunk in ("The customer", " needs", " an answer first."):
+                await self._emit(LLM_REASONING_DELTA, {"call_id": call_id, "text": chunk},
+                                 node=node, source=source)
+                reasoning += 8
         words = ("Checking", " the", " options", " against", " the", " constraints", "…")
-        for chunk in words[: rng.randint(3, len(words))]:
+        said = words[: rng.randint(3, len(words))]
+        for chunk in said:
             await self._emit(LLM_DELTA, {"call_id": call_id, "content": chunk},
                              node=node, source=source)
             await self._latency(1, 3)
-        await self._emit(LLM_RESPONSE, {
-            "call_id": call_id, "model": profile.model,
-            "input_tokens": rng.randint(400, 2400), "output_tokens": rng.randint(20, 320),
+        input_tokens = rng.randint(400, 2400)
+        response: dict[str, Any] = {
+            "call_id": call_id, "response_id": call_id, "model": profile.model,
+            "content": "".join(said),
+            "input_tokens": input_tokens, "output_tokens": rng.randint(20, 320),
+            "cache_read_input_tokens": input_tokens // 2 if self.ids.calls > 1 else 0,
+            "cache_creation_input_tokens": input_tokens // 2 if self.ids.calls == 1 else 0,
             "finish_reasons": [finish],
-        }, node=node, source=source)
+        }
+        if reasoning:
+            response["reasoning_output_tokens"] = reasoning
+        if tool is not None:
+            response["tool_calls"] = [{"id": f"call_{call_id[9:]}", "type": "function",
+                                       "function": {"name": tool,
+                                                    "arguments": '{"query": "next"}'}}]
+        await self._emit(LLM_RESPONSE, response, node=node, source=source)
 
     async def _decide(self, node: str, intent: str, options: Sequence[str], chosen: str,
                       reasoning: str) -> str:
@@ -276,7 +356,7 @@ class AgentRun:
         source = Source("tool", tool)
         self.ids.tool_calls_started += 1
         await self._emit(TOOL_CALL_STARTED, {
-            "tool_call_id": call_id, "tool_name": tool,
+            "tool_call_id": call_id, "tool_name": tool, "description": _tool_description(tool),
             "arguments": {"query": self.rng.choice(profile.tasks)[:40]},
         }, node=node, source=source)
         if slow:
@@ -297,9 +377,8 @@ class AgentRun:
     async def execute(self) -> RunResult:
         plan = self.plan
         await asyncio.sleep(self.rng.randint(0, 15) / 1000)  # runs start staggered
-        started = await self._emit(RUN_STARTED, {
-            "input": self.rng.choice(plan.profile.tasks),
-        })
+        self.task = self.rng.choice(plan.profile.tasks)
+        started = await self._emit(RUN_STARTED, {"input": self.task})
         self.trace_id = started.correlation.trace_id
         self.root_span_id = started.correlation.span_id
         self.start_ns = started.time_ns
@@ -314,7 +393,8 @@ class AgentRun:
                 }, severity=Severity.ERROR)
                 return self._result("failed")
             await self._respond_node()
-            await self._emit(RUN_COMPLETED, {"output": "done"})
+            await self._emit(RUN_COMPLETED, {
+                "output": f"Done: {self.task[:1].lower()}{self.task[1:]}."})
             return self._result("completed")
         except asyncio.CancelledError:
             await self._emit(RUN_CANCELLED, {"reason": "user_cancelled"},
@@ -351,11 +431,11 @@ class AgentRun:
                          node=node)
         for iteration in range(1, iterations + 1):
             await self._emit(NODE_LOOP_ITERATION, {"iteration": iteration}, node=node)
-            await self._llm_call(node, "tool_calls")
             options = rng.sample(profile.tools, 3)
             chosen = profile.flaky_tool if iteration == flaky_at else options[0]
             if chosen not in options:
                 options[-1] = chosen
+            await self._llm_call(node, "tool_calls", chosen)
             decision = await self._decide(
                 node, "pick the next tool", options, chosen,
                 f"{chosen} answers the open question with the fewest calls")
@@ -374,6 +454,14 @@ class AgentRun:
                 "summary": "tool returned results" if ok else "gave up after a retry",
             }, node=node)
             if not ok:
+                await self._emit(DOOM_LOOP_DETECTED, {
+                    "action": chosen, "repeats": 2,
+                    "summary": f"{chosen} failed the same way twice",
+                }, node=node, severity=Severity.WARN)
+                await self._emit(CONSTRAINT_VIOLATED, {
+                    "constraint": "max_retries_per_tool", "limit": 1,
+                    "summary": f"{chosen} needed more than one retry",
+                }, node=node, severity=Severity.ERROR)
                 await self._emit(NODE_LOOP_FAILED, {
                     "error": f"{chosen} kept failing", "error_type": profile.run_error_type,
                 }, node=node, severity=Severity.ERROR)
@@ -387,6 +475,10 @@ class AgentRun:
         await self._emit(NODE_LOOP_ITERATION, {"iteration": 1}, node=node)
         await self._llm_call(node, "stop")
         await self._emit(NODE_LOOP_COMPLETED, {"iterations": 1}, node=node)
+
+
+def _tool_description(name: str) -> str:
+    return name.replace("_", " ").capitalize() + "."
 
 
 async def run_workload(

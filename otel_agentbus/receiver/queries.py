@@ -320,17 +320,21 @@ _RUNS_SQL: Final = f"""
 SELECT s.*, (SELECT COUNT(*) FROM spans c WHERE c.trace_id = s.trace_id AND c.pending = 0)
          AS span_count
 FROM spans s
-WHERE json_extract(s.attributes, '$."{OPERATION_ATTRIBUTE}"') = '{INVOKE_AGENT}'
+WHERE (json_extract(s.attributes, '$."{OPERATION_ATTRIBUTE}"') = '{INVOKE_AGENT}'
   AND NOT EXISTS (
       SELECT 1 FROM spans p
       WHERE p.trace_id = s.trace_id AND p.span_id = s.parent_span_id
-        AND json_extract(p.attributes, '$."{OPERATION_ATTRIBUTE}"') = '{INVOKE_AGENT}')
+        AND json_extract(p.attributes, '$."{OPERATION_ATTRIBUTE}"') = '{INVOKE_AGENT}'))
+  -- A run still open: only its pending record (a child of the run span) has arrived.
+  OR (s.pending = 1 AND NOT EXISTS (
+      SELECT 1 FROM spans r WHERE r.trace_id = s.trace_id AND r.span_id = s.parent_span_id))
 ORDER BY s.start_ns, s.trace_id, s.span_id
 """
 
 
 def list_runs(db_path: str | Path) -> list[RunRow]:
-    """Top-level agent runs (an ``invoke_agent`` span not under another one), oldest first."""
+    """Top-level agent runs (an ``invoke_agent`` span not under another one, or the pending
+    record of a run not ended yet), oldest first."""
     runs: list[RunRow] = []
     for row in _fetch(db_path, _RUNS_SQL):
         span = _span(row)

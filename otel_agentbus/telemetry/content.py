@@ -127,6 +127,22 @@ class ContentPolicy:
                 return None
         return self.value(value, in_content=True)
 
+    def content_shaped(self, key: str, value: Any, shape: Callable[..., Any],
+                       **more: Any) -> tuple[Any, AttributeValue] | None:
+        """Content reshaped for export: ``shape(value, **more)`` runs after the redactor,
+        on what it let through (``more`` is content too: each goes through the redactor
+        under its own name). The shaped data and its attribute value, or None with
+        capture off."""
+        if not self.content_on_spans:
+            return None
+        if self.redact is not None:
+            value = self.redact(key, value)
+            if value is None:
+                return None
+            more = {name: self.redact(name, item) for name, item in more.items()}
+        shaped = _redact_secrets(shape(value, **more))
+        return shaped, self.text(json.dumps(shaped, ensure_ascii=False, default=str))
+
     def value(self, value: Any, in_content: bool = False) -> AttributeValue:
         """Any JSON value as an attribute value: scalars as they are, the rest as JSON.
 

@@ -184,7 +184,7 @@ class MirrorMetrics:
 
     def observe_bus(self, bus: EventBus, name: str = "default") -> None:
         """Bus counters and subscriber queue depth, read from ``bus.stats()`` at collection."""
-        labels = {"agentbus.bus": name}
+        labels = {sc.BUS_NAME: name}
 
         def counter(field: str) -> Any:
             def callback(options: CallbackOptions) -> Iterable[Observation]:
@@ -202,7 +202,7 @@ class MirrorMetrics:
 
         def depth(options: CallbackOptions) -> Iterable[Observation]:
             for sub in bus.stats().subscriber_stats:
-                yield Observation(sub.queued, {**labels, "agentbus.subscriber": sub.name})
+                yield Observation(sub.queued, {**labels, sc.SUBSCRIBER_NAME: sub.name})
 
         meter.create_observable_gauge(sc.METRIC_QUEUE_DEPTH, [depth], unit="{event}",
                                       description="Events waiting in each subscriber queue.")

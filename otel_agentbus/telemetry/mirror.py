@@ -65,6 +65,7 @@ from ..kinds import (
     TOOL_CALL_COMPLETED,
     TOOL_CALL_STARTED,
 )
+from . import messages
 from .content import ContentPolicy
 from .metrics import MirrorMetrics
 from .sdk_internals import new_readable_span
@@ -169,7 +170,8 @@ class OpenSpan:
 class RunState:
     """The open spans of one run, keyed so that end events find what they close."""
 
-    __slots__ = ("common", "iterations", "llm_calls", "nodes", "open_by_id", "root", "tools")
+    __slots__ = ("common", "iterations", "llm_calls", "models", "nodes", "open_by_id", "root",
+                 "tools", "usage")
 
     def __init__(self, root: OpenSpan, common: dict[str, AttributeValue]) -> None:
         self.root = root
@@ -182,6 +184,11 @@ class RunState:
         self.open_by_id: dict[int, OpenSpan] = {}
         """Open tool and LLM spans by span id: a call made while one of them is the current
         span (a tool inside a tool) is parented to it."""
+        self.usage: dict[str, int] = {}
+        """Token usage summed over the run's finished LLM calls, by attribute."""
+        self.models: dict[str, set[AttributeValue]] = {}
+        """Provider and request model of the run's LLM calls: the run span names them when
+        there was exactly one."""
 
     def parent_for(self, node_id: str | None) -> OpenSpan:
         """The parent of a new tool or LLM span: the current span if it is one of this
@@ -205,6 +212,65 @@ class RunState:
         """Innermost first, so children end before their parents."""
         return [*self.tools.values(), *self.llm_calls.values(), *self.iterations.values(),
                 *self.nodes.values()]
+
+
+_RUN_COMMON: Final = (sc.RUN_ID, sc.GEN_AI_AGENT_NAME, sc.GEN_AI_CONVERSATION_ID)
+"""What every span of a run carries (see ``RunState.common``)."""
+_USAGE_ATTRIBUTES: Final = (
+    sc.GEN_AI_USAGE_INPUT_TOKENS, sc.GEN_AI_USAGE_OUTPUT_TOKENS,
+    sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS,
+    sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS,
+)
+_NUMBER_SETTINGS: Final = (
+    ("temperature", sc.GEN_AI_REQUEST_TEMPERATURE), ("top_p", sc.GEN_AI_REQUEST_TOP_P),
+    ("frequency_penalty", sc.GEN_AI_REQUEST_FREQUENCY_PENALTY),
+    ("presence_penalty", sc.GEN_AI_REQUEST_PRESENCE_PENALTY),
+)
+_INT_SETTINGS: Final = (
+    ("max_tokens", sc.GEN_AI_REQUEST_MAX_TOKENS),
+    ("max_output_tokens", sc.GEN_AI_REQUEST_MAX_TOKENS),
+    ("top_k", sc.GEN_AI_REQUEST_TOP_K), ("seed", sc.GEN_AI_REQUEST_SEED),
+)
+
+
+def _request_settings(payload: Mapping[str, Any], into: dict[str, AttributeValue],
+                      text: Callable[[str], str]) -> None:
+    """The request settings an LLM request event carries, as ``gen_ai.request.*``."""
+    for key, attribute in _NUMBER_SETTINGS:
+        value = payload.get(key)
+        if type(value) is float or type(value) is int:
+            into[attribute] = float(value)
+    for key, attribute in _INT_SETTINGS:
+        value = payload.get(key)
+        if type(value) is int:
+            into[attribute] = value
+    stop = payload.get("stop_sequences", payload.get("stop"))
+    if isinstance(stop, str):
+        into[sc.GEN_AI_REQUEST_STOP_SEQUENCES] = [text(stop)]
+    elif isinstance(stop, list | tuple) and stop and all(type(s) is str for s in stop):
+        into[sc.GEN_AI_REQUEST_STOP_SEQUENCES] = [text(s) for s in stop]
+    stream = payload.get("stream")
+    if type(stream) is bool:
+        into[sc.GEN_AI_REQUEST_STREAM] = stream
+
+
+def _openinference_io(value_key: str, mime_key: str, raw: Any, as_json: AttributeValue,
+                      data: list[dict[str, Any]], attributes: dict[str, AttributeValue]) -> None:
+    """A run's input or output as OpenInference's ``input.value`` / ``output.value``:
+    plain text stays text, anything else goes as the messages' JSON."""
+    if isinstance(raw, str) and data and data[0]["parts"]:
+        attributes[value_key] = data[0]["parts"][0]["content"]
+        attributes[mime_key] = "text/plain"
+    else:
+        attributes[value_key] = as_json
+        attributes[mime_key] = "application/json"
+
+
+def _openinference_value(into: dict[str, AttributeValue], value_key: str, mime_key: str,
+                         raw: Any, captured: AttributeValue) -> None:
+    """A tool's arguments or result as OpenInference's input or output (already captured)."""
+    into[value_key] = captured
+    into[mime_key] = "text/plain" if isinstance(raw, str) else "application/json"
 
 
 def _bridged(event: Event) -> bool:
@@ -247,7 +313,8 @@ class TelemetryMirror:
         """The attributes a tool's spans start from, by (name, type, description): most
         agents call a handful of tools many times."""
         self._pending = pending_spans
-        self._scope = InstrumentationScope(sc.INSTRUMENTATION_SCOPE, sc.SCHEMA_VERSION)
+        self._scope = InstrumentationScope(sc.INSTRUMENTATION_SCOPE, sc.SCHEMA_VERSION,
+                                           sc.SCHEMA_URL)
         self._runs: dict[str, RunState] = {}
         self._orphans: dict[tuple[str, str], OpenSpan] = {}
         """Tool and LLM spans published outside any run: roots of their own traces."""
@@ -304,7 +371,7 @@ class TelemetryMirror:
         if event.kind in self._aggregated:
             span.chunks += 1
             return
-        attributes = self._content.payload_attributes(event.payload, "agentbus.")
+        attributes = self._content.payload_attributes(event.payload, sc.EVENT_PAYLOAD_PREFIX)
         routing_attributes(event, attributes, self._content.text)
         self._add_event(span, event.kind, event, attributes)
         if self._metrics is not None:
@@ -371,11 +438,12 @@ class TelemetryMirror:
             return
         if span.chunks:
             attributes[sc.LLM_CHUNKS] = span.chunks
-            if span.first_chunk_ns:
-                attributes[sc.LLM_TIME_TO_FIRST_CHUNK] = round(
-                    (span.first_chunk_ns - span.start_ns) / 1e6, 3)
         if span.reasoning_chunks:
             attributes[sc.LLM_REASONING_CHUNKS] = span.reasoning_chunks
+        if span.first_chunk_ns:
+            attributes[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = max(
+                0.0, (span.first_chunk_ns - span.start_ns) / 1e9)
+            attributes.setdefault(sc.GEN_AI_REQUEST_STREAM, True)
         self.spans_emitted += 1
         start_ns = span.start_ns
         self._processor.on_end(new_readable_span(
@@ -397,9 +465,12 @@ class TelemetryMirror:
         if len(span.events) >= limit:
             batch = span.events
             span.events = []
+            attributes = {key: span.attributes[key] for key in _RUN_COMMON
+                          if key in span.attributes}
+            attributes[sc.EVENTS_BATCH] = span.event_count // limit
+            attributes[sc.OPENINFERENCE_SPAN_KIND] = sc.OI_CHAIN
             holder = self._child("agentbus.events " + span.name, SpanKind.INTERNAL, span,
-                                 batch[0].timestamp,
-                                 {sc.EVENTS_BATCH: span.event_count // limit})
+                                 batch[0].timestamp, attributes)
             holder.events = batch
             self._end(holder, batch[-1].timestamp)
 
@@ -425,8 +496,16 @@ class TelemetryMirror:
             common[sc.GEN_AI_CONVERSATION_ID] = text(scope.session_id)
         attributes: dict[str, AttributeValue] = {
             sc.GEN_AI_OPERATION_NAME: sc.OP_INVOKE_AGENT,
+            sc.OPENINFERENCE_SPAN_KIND: sc.OI_AGENT,
             **common,
         }
+        payload = event.payload
+        for key, attribute in (("provider", sc.GEN_AI_PROVIDER_NAME),
+                               ("model", sc.GEN_AI_REQUEST_MODEL)):
+            if payload.get(key):
+                attributes[attribute] = text(str(payload[key]))
+        if self._capture:
+            self._run_input(payload, attributes)
         if scope.stream_id:
             attributes[sc.STREAM_ID] = text(scope.stream_id)
         if scope.graph_id:
@@ -449,7 +528,56 @@ class TelemetryMirror:
         self._runs[run_id] = RunState(root, common)
         self._stamp(event, root)
         if self._pending and flags.sampled:
-            self._emit_pending(root)
+            self._emit_pending(root, common)
+
+    def _run_input(self, payload: Mapping[str, Any],
+                   attributes: dict[str, AttributeValue]) -> None:
+        """The run's input as a user message (and as Phoenix's input), its instructions
+        and tools; only called with capture on."""
+        for key in ("messages", "input", "prompt"):
+            if key in payload:
+                self._messages_in(key, payload[key], attributes, openinference=True)
+                break
+        self._instructions_and_tools(payload, attributes)
+
+    def _instructions_and_tools(self, payload: Mapping[str, Any],
+                                attributes: dict[str, AttributeValue]) -> None:
+        content = self._content
+        for key, attribute, shape in (
+            ("system_instructions", sc.GEN_AI_SYSTEM_INSTRUCTIONS, messages.system_instructions),
+            ("tools", sc.GEN_AI_TOOL_DEFINITIONS, messages.tool_definitions),
+        ):
+            if payload.get(key) is not None:
+                shaped = content.content_shaped(key, payload[key], shape)
+                if shaped is not None:
+                    attributes[attribute] = shaped[1]
+
+    def _messages_in(self, key: str, value: Any, attributes: dict[str, AttributeValue],
+                     *, openinference: bool) -> None:
+        """Input content as ``gen_ai.input.messages`` (and OpenInference's ``input.value``,
+        which viewers show for runs: they derive an LLM span's messages themselves)."""
+        shaped = self._content.content_shaped(key, value, messages.input_messages)
+        if shaped is None:
+            return
+        data, attributes[sc.GEN_AI_INPUT_MESSAGES] = shaped
+        if openinference:
+            _openinference_io(sc.INPUT_VALUE, sc.INPUT_MIME_TYPE, value, shaped[1], data,
+                              attributes)
+
+    def _messages_out(self, key: str, value: Any, finish_reason: str | None,
+                      tool_calls: Any, attributes: dict[str, AttributeValue],
+                      *, openinference: bool) -> None:
+        """Output content as ``gen_ai.output.messages`` (and ``output.value``)."""
+        shaped = self._content.content_shaped(
+            key, value, lambda v, tool_calls: messages.output_messages(v, finish_reason,
+                                                                       tool_calls),
+            tool_calls=tool_calls)
+        if shaped is None:
+            return
+        data, attributes[sc.GEN_AI_OUTPUT_MESSAGES] = shaped
+        if openinference:
+            _openinference_io(sc.OUTPUT_VALUE, sc.OUTPUT_MIME_TYPE, value, shaped[1], data,
+                              attributes)
 
     def _parent_of_run(self, event: Event) -> SpanContext | None:
         """The caller's trace: a ``traceparent`` in the payload, else the current span."""
@@ -474,15 +602,19 @@ class TelemetryMirror:
                                              SpanKind.INTERNAL, attributes)
         return _SAMPLED if result.decision is Decision.RECORD_AND_SAMPLE else _UNSAMPLED
 
-    def _emit_pending(self, root: OpenSpan) -> None:
+    def _emit_pending(self, root: OpenSpan, common: Mapping[str, AttributeValue]) -> None:
         """A zero-length child record exported at once, so a backend shows the run as
-        in progress long before the run span itself ends (Logfire's "pending span")."""
+        in progress long before the run span itself ends (Logfire's "pending span").
+
+        It is not a second agent span: another name, no ``gen_ai.operation.name`` and the
+        generic OpenInference kind, so GenAI-aware backends count one agent per run; the
+        run's common attributes (run id, agent, conversation) say whose record it is."""
         context = SpanContext(root.context.trace_id, _getrandbits(64), False, _SAMPLED)
         self.spans_emitted += 1
         self._processor.on_end(new_readable_span(
-            root.name, context, root.context, self._resource,
-            {**root.attributes, sc.SPAN_PENDING: True}, (), (), SpanKind.INTERNAL, None, _OK,
-            root.start_ns, root.start_ns, self._scope,
+            f"{sc.PENDING_SPAN_PREFIX} {root.name}", context, root.context, self._resource,
+            {**common, sc.OPENINFERENCE_SPAN_KIND: sc.OI_CHAIN, sc.SPAN_PENDING: True},
+            (), (), SpanKind.INTERNAL, None, _OK, root.start_ns, root.start_ns, self._scope,
         ))
 
     def _run_ended(self, event: Event, status: Status, run_status: str,
@@ -498,6 +630,16 @@ class TelemetryMirror:
         self._close_children(run, event.time_ns, reason)
         extra[sc.RUN_STATUS] = run_status
         root = run.root
+        extra.update(run.usage)
+        for attribute, seen in run.models.items():
+            if len(seen) == 1 and attribute not in root.attributes:
+                extra[attribute] = next(iter(seen))
+        if self._capture:
+            for key in ("output", "result", "messages"):
+                if key in event.payload:
+                    self._messages_out(key, event.payload[key], None, None, extra,
+                                       openinference=True)
+                    break
         self._end(root, event.time_ns, status, extra)
         if self._metrics is not None:
             self._metrics.run_ended(root.attributes, run_status,
@@ -560,7 +702,9 @@ class TelemetryMirror:
         if previous is not None:
             self._end_node(run, node_id, previous, event.time_ns, _OK, "restarted")
         label = self._content.text(node_id)
-        attributes: dict[str, AttributeValue] = {sc.NODE_ID: label, **run.common}
+        attributes: dict[str, AttributeValue] = {
+            sc.GEN_AI_OPERATION_NAME: sc.OP_INVOKE_WORKFLOW, sc.GEN_AI_WORKFLOW_NAME: label,
+            sc.OPENINFERENCE_SPAN_KIND: sc.OI_CHAIN, sc.NODE_ID: label, **run.common}
         max_iterations = event.payload.get("max_iterations")
         if isinstance(max_iterations, int):
             attributes[sc.NODE_MAX_ITERATIONS] = max_iterations
@@ -582,7 +726,9 @@ class TelemetryMirror:
             self._end(previous, event.time_ns)
         iteration = event.payload.get("iteration")
         label = str(node.attributes[sc.NODE_ID])  # cut to the length limit already
-        attributes: dict[str, AttributeValue] = {sc.NODE_ID: label, **run.common}
+        attributes: dict[str, AttributeValue] = {
+            sc.GEN_AI_OPERATION_NAME: sc.OP_INVOKE_WORKFLOW, sc.GEN_AI_WORKFLOW_NAME: label,
+            sc.OPENINFERENCE_SPAN_KIND: sc.OI_CHAIN, sc.NODE_ID: label, **run.common}
         if isinstance(iteration, int):
             attributes[sc.NODE_ITERATION] = iteration
         span = self._child(f"iteration {label}", SpanKind.INTERNAL, node, event.time_ns,
@@ -637,17 +783,19 @@ class TelemetryMirror:
         model = text(str(payload.get("model") or payload.get("request_model") or "unknown"))
         attributes: dict[str, AttributeValue] = {
             sc.GEN_AI_OPERATION_NAME: sc.OP_CHAT,
+            sc.OPENINFERENCE_SPAN_KIND: sc.OI_LLM,
             sc.GEN_AI_REQUEST_MODEL: model,
         }
         provider = payload.get("provider")
         if provider:
             attributes[sc.GEN_AI_PROVIDER_NAME] = text(str(provider))
-        for key, attribute in (("messages", sc.GEN_AI_INPUT_MESSAGES),
-                               ("system_instructions", sc.GEN_AI_SYSTEM_INSTRUCTIONS)):
-            if key in payload:
-                captured = self._content.content_value(key, payload[key])
-                if captured is not None:
-                    attributes[attribute] = captured
+        _request_settings(payload, attributes, text)
+        if self._capture:
+            for key in ("messages", "prompt", "input"):
+                if key in payload:
+                    self._messages_in(key, payload[key], attributes, openinference=False)
+                    break
+            self._instructions_and_tools(payload, attributes)
         run = self._run_of(event)
         key = _llm_call_id(payload)
         if run is not None:
@@ -707,6 +855,7 @@ class TelemetryMirror:
             ("input_tokens", sc.GEN_AI_USAGE_INPUT_TOKENS),
             ("output_tokens", sc.GEN_AI_USAGE_OUTPUT_TOKENS),
             ("cache_read_input_tokens", sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS),
+            ("cache_creation_input_tokens", sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS),
             ("reasoning_output_tokens", sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS),
         ):
             value = payload.get(key)
@@ -737,21 +886,42 @@ class TelemetryMirror:
         model = payload.get("response_model") or payload.get("model")
         if model:
             extra[sc.GEN_AI_RESPONSE_MODEL] = self._content.text(str(model))
+        response_id = payload.get("response_id")
+        if response_id:
+            extra[sc.GEN_AI_RESPONSE_ID] = self._content.text(str(response_id))
         reasons = payload.get("finish_reasons") or payload.get("finish_reason")
-        if reasons:
-            extra[sc.GEN_AI_RESPONSE_FINISH_REASONS] = self._content.value(
-                [str(r) for r in reasons] if isinstance(reasons, tuple | list) else [str(reasons)]
-            )
-        for key in ("content", "output", "messages"):
-            if key in payload:
-                captured = self._content.content_value(key, payload[key])
-                if captured is not None:
-                    extra[sc.GEN_AI_OUTPUT_MESSAGES] = captured
-                break
+        reason_list = ([str(r) for r in reasons] if isinstance(reasons, tuple | list)
+                       else [str(reasons)] if reasons else [])
+        if reason_list:
+            extra[sc.GEN_AI_RESPONSE_FINISH_REASONS] = self._content.value(reason_list)
+        if self._capture:
+            for key in ("content", "output", "messages", "text"):
+                if key in payload:
+                    self._messages_out(key, payload[key], reason_list[0] if reason_list
+                                       else None, payload.get("tool_calls"), extra,
+                                       openinference=False)
+                    break
         self._end(span, event.time_ns, _OK, extra)
+        self._count_llm(event, span)
         if self._metrics is not None:
             self._metrics.llm_call(span.attributes, (event.time_ns - span.start_ns) / 1e9,
                                    None, span.context)
+
+    def _count_llm(self, event: Event, span: OpenSpan) -> None:
+        """Add a finished LLM call's usage, provider and model to its run's totals."""
+        run = self._run_of(event)
+        if run is None:
+            return
+        attributes = span.attributes
+        usage = run.usage
+        for attribute in _USAGE_ATTRIBUTES:
+            value = attributes.get(attribute)
+            if type(value) is int:
+                usage[attribute] = usage.get(attribute, 0) + value
+        for attribute in (sc.GEN_AI_PROVIDER_NAME, sc.GEN_AI_REQUEST_MODEL):
+            value = attributes.get(attribute)
+            if value is not None:
+                run.models.setdefault(attribute, set()).add(value)
 
     def _llm_failed(self, event: Event) -> None:
         span = self._find_llm(event, pop=True)
@@ -761,6 +931,7 @@ class TelemetryMirror:
         self._stamp(event, span)
         status, error_type = self._error(event.payload, "LLM call failed")
         self._end(span, event.time_ns, status, {sc.ERROR_TYPE: error_type})
+        self._count_llm(event, span)
         if self._metrics is not None:
             self._metrics.llm_call(span.attributes, (event.time_ns - span.start_ns) / 1e9,
                                    error_type, span.context)
@@ -779,6 +950,8 @@ class TelemetryMirror:
                     captured = self._content.content_value(key_name, payload[key_name])
                     if captured is not None:
                         attributes[sc.GEN_AI_TOOL_CALL_ARGUMENTS] = captured
+                        _openinference_value(attributes, sc.INPUT_VALUE, sc.INPUT_MIME_TYPE,
+                                             payload[key_name], captured)
                     break
         run = self._run_of(event)
         if run is not None:
@@ -807,6 +980,7 @@ class TelemetryMirror:
             tool = text(name)
             attributes: dict[str, AttributeValue] = {
                 sc.GEN_AI_OPERATION_NAME: sc.OP_EXECUTE_TOOL,
+                sc.OPENINFERENCE_SPAN_KIND: sc.OI_TOOL,
                 sc.GEN_AI_TOOL_NAME: tool,
                 sc.GEN_AI_TOOL_TYPE: text(tool_type),
             }
@@ -841,6 +1015,8 @@ class TelemetryMirror:
             captured = self._content.content_value("result", payload["result"])
             if captured is not None:
                 extra = {**(extra or {}), sc.GEN_AI_TOOL_CALL_RESULT: captured}
+                _openinference_value(extra, sc.OUTPUT_VALUE, sc.OUTPUT_MIME_TYPE,
+                                     payload["result"], captured)
         self._end(span, event.time_ns, status, extra)
         if self._metrics is not None:
             self._metrics.tool_call(span.attributes, (event.time_ns - span.start_ns) / 1e9,
@@ -875,17 +1051,20 @@ class TelemetryMirror:
         if payload.get("options") is not None:
             attributes[sc.DECISION_OPTIONS] = self._content.value(payload["options"])
         skip = frozenset({"decision_id", "intent", "chosen", "reasoning", "options"})
-        attributes.update(self._content.payload_attributes(payload, "agentbus.decision.", skip))
+        attributes.update(
+            self._content.payload_attributes(payload, sc.DECISION_PAYLOAD_PREFIX, skip))
         self._add_event(span, sc.EV_DECISION, event, attributes)
 
     def _outcome(self, event: Event) -> None:
         span = self._target(event)
         if span is not None:
-            self._add_event(span, sc.EV_OUTCOME, event,
-                            self._content.payload_attributes(event.payload, "agentbus.outcome."))
+            attributes = self._content.payload_attributes(event.payload,
+                                                          sc.OUTCOME_PAYLOAD_PREFIX)
+            self._add_event(span, sc.EV_OUTCOME, event, attributes)
 
     def _problem(self, event: Event) -> None:
         span = self._target(event)
         if span is not None:
-            self._add_event(span, sc.EV_PROBLEM, event,
-                            self._content.payload_attributes(event.payload, "agentbus.problem."))
+            attributes = self._content.payload_attributes(event.payload,
+                                                          sc.PROBLEM_PAYLOAD_PREFIX)
+            self._add_event(span, sc.EV_PROBLEM, event, attributes)
