@@ -273,3 +273,22 @@ def test_disconnects_are_one_counted_debug_line(receiver: Receiver,
     gone = [r for r in caplog.records if "disconnected" in r.getMessage()]
     assert len(gone) == 3 and all(r.levelno == logging.DEBUG for r in gone)
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+def test_stop_is_bounded_with_clients_mid_request(tmp_path: Path) -> None:
+    r = Receiver(tmp_path / "s.db").start()
+    idle = connect(r)
+    hanging = connect(r)
+    hanging.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                    b"application/x-protobuf\r\nContent-Length: 1000\r\n\r\nabc")
+    assert post(r, request(span(0)).SerializeToString())[0] == 200
+    started = time.monotonic()
+    r.stop(grace=0.5)
+    took = time.monotonic() - started
+    assert took < 5.0, took  # grace, then every connection dropped
+    assert closed_by_server(idle, within=1) == b""
+    closed_by_server(hanging, within=1)
+    with pytest.raises(OSError):
+        connect(r)
+    idle.close()
+    hanging.close()
