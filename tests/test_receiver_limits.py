@@ -292,3 +292,24 @@ def test_stop_is_bounded_with_clients_mid_request(tmp_path: Path) -> None:
         connect(r)
     idle.close()
     hanging.close()
+
+
+def test_client_gone_during_a_slow_export_is_counted_quietly(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The client gives up (closes) while its large export is being decoded and stored:
+    the export is stored, the disconnect counted on one debug line, no traceback."""
+    caplog.set_level(logging.DEBUG)
+    with Receiver(tmp_path / "slow.db") as r:
+        body = request(*(span(i, attributes=20) for i in range(20_000))).SerializeToString()
+        sock = connect(r)
+        sock.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                     b"application/x-protobuf\r\nContent-Length: "
+                     + str(len(body)).encode() + b"\r\n\r\n" + body)
+        sock.close()
+        deadline = time.monotonic() + 30
+        while r.stats().disconnects < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert r.stats().disconnects == 1 and r.stats().spans == 20_000
+    gone = [rec for rec in caplog.records if "disconnected" in rec.getMessage()]
+    assert len(gone) == 1 and "stored" in gone[0].getMessage()
+    assert not [rec for rec in caplog.records if rec.exc_info or rec.levelno >= logging.ERROR]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from concurrent.futures import Executor
 from http import HTTPStatus
 from typing import Final
@@ -21,6 +23,7 @@ from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Message as ASGIMessage
 from starlette.types import Receive, Scope, Send
 
 from .auth import bearer_matches
@@ -73,6 +76,13 @@ class HTTPError(Exception):
         self.over_limit = over_limit
 
 
+def _disconnected(watch: asyncio.Future[ASGIMessage]) -> bool:
+    """Whether a pending ``receive()`` ended with the client's disconnect."""
+    if not watch.done() or watch.cancelled() or watch.exception() is not None:
+        return False
+    return bool(watch.result().get("type") == "http.disconnect")
+
+
 def _media_type(header: str | None) -> str:
     return (header or "").split(";", 1)[0].strip().lower()
 
@@ -89,6 +99,8 @@ class OTLPHTTPApp:
         self.limits = limits
         self.decompress_limits = DecompressLimits(max_output=max_body)
         self._executor = executor
+        self._in_flight = 0
+        self._idle = threading.Condition()
         self._app = Starlette(routes=[Route("/{path:path}", self._handle, methods=_METHODS)])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -116,21 +128,50 @@ class OTLPHTTPApp:
                 raise HTTPError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, str(exc)) from None
             body = await self._read_body(request)
             consumed = True
-            loop = asyncio.get_running_loop()
-            answer = await loop.run_in_executor(
-                self._executor, self._store, signal, content_type, encoding, body
-            )
+            # Waiting for the next message keeps the connection read while we store, so a
+            # client that gives up meanwhile is seen (the server pauses reading otherwise).
+            watch = asyncio.ensure_future(request.receive())
+            try:
+                answer = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, self._store, signal, content_type, encoding, body
+                )
+            finally:
+                gone = _disconnected(watch)
+                watch.cancel()
         except HTTPError as exc:
             return self._reject(request, exc, response_type, consumed)
         except ClientDisconnect:
             self._gone(request, "while sending its body")
             return Response(status_code=HTTPStatus.BAD_REQUEST)
-        if await request.is_disconnected():
+        if gone:
             self._gone(request, "before its answer (the export was stored)")
         return self._respond(HTTPStatus.OK, answer, response_type)
 
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for stores in progress, so the database is not closed
+        under one; False if one is still running."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._in_flight:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._idle.wait(remaining)
+        return True
+
     def _store(self, signal: Signal, content_type: str, encoding: str, body: bytes) -> Message:
         """Decompress, decode and store (on the executor); errors become HTTPError."""
+        with self._idle:
+            self._in_flight += 1
+        try:
+            return self._decode_and_store(signal, content_type, encoding, body)
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
+    def _decode_and_store(self, signal: Signal, content_type: str, encoding: str,
+                          body: bytes) -> Message:
         try:
             data = decompress(body, encoding, self.decompress_limits)
             if content_type == PROTOBUF:

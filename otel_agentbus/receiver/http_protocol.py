@@ -53,6 +53,7 @@ def protocol_class(limits: HTTPLimits, ingest: Ingest) -> type[H11Protocol]:
 
     class LimitedH11Protocol(H11Protocol):
         _header_timer: asyncio.TimerHandle | None = None
+        _refused = False
 
         def connection_made(self, transport: Any) -> None:
             # ``connections`` is the server's set of open connections, this one not yet in.

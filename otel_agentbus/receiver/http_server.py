@@ -110,6 +110,8 @@ class OTLPHTTPServer:
         else:
             self._socket.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if not self.app.wait_idle(5.0):
+            log.warning("OTLP/HTTP: a request was still being stored when the server stopped")
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
