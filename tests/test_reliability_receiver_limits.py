@@ -12,8 +12,13 @@ from __future__ import annotations
 
 import gzip
 import http.client
+import json
 import os
+import resource
+import select
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +30,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from reliability_helpers import SERVICES, report, start_receiver_at, wait_until
-from telemetry_helpers import Receiver
+from telemetry_helpers import Receiver, child_env, terminate
 
 pytestmark = [pytest.mark.timeout(240),
               pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")]
@@ -233,3 +238,55 @@ def test_connections_held_at_the_cap(receiver: Receiver) -> None:
     assert served.startswith(b"HTTP/1.1 200"), served[:200]
     # Below the cap again, new connections are served.
     assert wait_until(lambda: post(port, valid_request(11))[0] == 200, 10)
+
+
+def test_low_descriptor_limit_caps_http_and_keeps_grpc(tmp_path: Path) -> None:
+    """The receiver under ``ulimit -n 160``: its HTTP cap drops to (160 - 64) / 2 = 48, so
+    200 clients holding connections cannot take the descriptors gRPC needs; the receiver
+    does not spin meanwhile, and a new gRPC client is served."""
+    limit = 160
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "otel_agentbus.cli", "receiver", "--grpc", "127.0.0.1:0",
+         "--http", "127.0.0.1:0", "--db", str(tmp_path / "fd.db")],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=child_env(),
+        preexec_fn=low_limit)
+    held: list[socket.socket] = []
+    try:
+        assert proc.stdout is not None
+        readable, _, _ = select.select([proc.stdout], [], [], 30)
+        assert readable, "receiver did not start"
+        ready = json.loads(proc.stdout.readline())
+        port = int(ready["http"].rsplit(":", 1)[1])
+        refused = 0
+        for _ in range(200):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock.setblocking(False)
+            held.append(sock)
+        time.sleep(1.0)
+        for sock in held:
+            try:
+                if sock.recv(64).startswith(b"HTTP/1.1 503"):
+                    refused += 1
+            except BlockingIOError:
+                pass  # held open: under the cap
+        before = cpu_seconds(proc.pid)
+        time.sleep(2.0)
+        idle_cpu = cpu_seconds(proc.pid) - before
+        with grpc.insecure_channel(ready["grpc"]) as channel:
+            call = channel.unary_unary(f"/{SERVICES['traces']}/Export",
+                                       request_serializer=None, response_deserializer=None)
+            call(valid_request(12), timeout=10)
+        report("low_descriptor_limit", nofile=limit, held=200 - refused, refused=refused,
+               idle_cpu_s=round(idle_cpu, 3))
+        assert 200 - refused == (limit - 64) // 2, refused
+        assert idle_cpu < 0.5, idle_cpu
+    finally:
+        for sock in held:
+            sock.close()
+        terminate(proc)
+        if proc.stdout is not None:
+            proc.stdout.close()

@@ -9,8 +9,10 @@ every connection still open is dropped.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
+import resource
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +29,7 @@ log = logging.getLogger(__name__)
 
 _BACKLOG: Final = 1024
 _STORE_THREADS: Final = 4
-_START_TIMEOUT: Final = 30.0
+_RESERVED_FDS: Final = 64
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -42,6 +44,20 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def connection_cap(limits: HTTPLimits) -> HTTPLimits:
+    """``limits`` with the connection cap lowered to half the descriptors this process may
+    still open (less a reserve), so HTTP clients alone cannot exhaust them: gRPC, SQLite
+    and the accept loop keep theirs."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return limits
+    room = max(1, (soft - _RESERVED_FDS) // 2)
+    if room >= limits.max_connections:
+        return limits
+    log.info("OTLP/HTTP: at most %d connections (descriptor limit %d)", room, soft)
+    return dataclasses.replace(limits, max_connections=room)
 
 
 def _loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -66,7 +82,7 @@ class OTLPHTTPServer:
         max_body: int,
         limits: HTTPLimits | None = None,
     ) -> None:
-        self.limits = limits or HTTPLimits()
+        self.limits = connection_cap(limits or HTTPLimits())
         self._socket = _bind(*address)
         self.server_address: tuple[str, int] = self._socket.getsockname()[:2]
         self._executor = ThreadPoolExecutor(_STORE_THREADS, thread_name_prefix="otlp-http")
