@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from .http_server import OTLPHTTPServer
 from .ingest import Ingest, ReceiverStats
+from .limits import DEFAULT_LIMITS, DecodeLimits, HTTPLimits
 from .store import Store
 
 DEFAULT_MAX_BODY: Final = 16 * 1024 * 1024
@@ -52,19 +53,23 @@ class Receiver:
         http_addr: str = "127.0.0.1:0",
         token: str | None = None,
         max_body: int = DEFAULT_MAX_BODY,
+        *,
+        http_limits: HTTPLimits | None = None,
+        decode_limits: DecodeLimits = DEFAULT_LIMITS,
     ) -> None:
         if max_body <= 0:
             raise ValueError("max_body must be positive")
         self.db_path = Path(db_path).absolute()
         self.token = token or None
         self.max_body = max_body
+        self.http_limits = http_limits or HTTPLimits()
+        self.decode_limits = decode_limits
         self._grpc_host, self._grpc_port = split_host_port(grpc_addr)
         self._http_host, self._http_port = split_host_port(http_addr)
         self._store: Store | None = None
         self._ingest: Ingest | None = None
         self._grpc: Any = None
         self._http: OTLPHTTPServer | None = None
-        self._http_thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     # ---- lifecycle ------------------------------------------------------
@@ -77,7 +82,7 @@ class Receiver:
             if self._store is not None:
                 raise RuntimeError("receiver already started")
             store = Store(self.db_path)
-            ingest = Ingest(store)
+            ingest = Ingest(store, self.decode_limits)
             try:
                 grpc_server, grpc_port = create_grpc_server(
                     join_host_port(self._grpc_host, self._grpc_port),
@@ -91,7 +96,9 @@ class Receiver:
                         ingest,
                         token=self.token,
                         max_body=self.max_body,
+                        limits=self.http_limits,
                     )
+                    http.start()
                 except BaseException:
                     grpc_server.stop(None)
                     raise
@@ -99,17 +106,9 @@ class Receiver:
                 store.close()
                 raise
             grpc_server.start()
-            thread = threading.Thread(
-                target=http.serve_forever,
-                kwargs={"poll_interval": 0.1},
-                name="otlp-http",
-                daemon=True,
-            )
-            thread.start()
             self._store, self._ingest = store, ingest
             self._grpc, self._grpc_port = grpc_server, grpc_port
             self._http, self._http_port = http, int(http.server_address[1])
-            self._http_thread = thread
         return self
 
     def stop(self, grace: float | None = 1.0) -> None:
@@ -117,17 +116,14 @@ class Receiver:
         with self._lock:
             if self._store is None:
                 return
-            grpc_server, http, thread = self._grpc, self._http, self._http_thread
-            assert http is not None and thread is not None
+            grpc_server, http = self._grpc, self._http
+            assert http is not None
             stopped = grpc_server.stop(grace)
-            http.shutdown()
-            http.server_close()
-            http.close_connections()
+            http.stop(grace)
             stopped.wait(None if grace is None else grace + 1.0)
-            thread.join(timeout=5.0)
             self._store.close()
             self._store = None
-            self._grpc = self._http = self._http_thread = None
+            self._grpc = self._http = None
 
     def __enter__(self) -> Receiver:
         return self.start()
