@@ -219,14 +219,15 @@ def _add_trace_parser(subparsers: _Subparsers) -> None:
 
 def _cmd_trace(args: argparse.Namespace) -> int:
     from .receiver.queries import get_trace
-    from .receiver.render import format_trace
+    from .receiver.render import format_trace, trace_json_chunks
 
     try:
         tree = get_trace(args.db, args.trace_id)
     except (OSError, KeyError, ValueError, sqlite3.Error) as exc:
         return _query_error(exc)
-    if args.json:
-        print(json.dumps(tree.to_dict(), indent=2))
+    if args.json:  # written piece by piece: json.dumps recurses once per nesting level
+        sys.stdout.writelines(trace_json_chunks(tree))
+        print()
     else:
         print(format_trace(tree, all_attributes=args.all_attributes))
     return 0
