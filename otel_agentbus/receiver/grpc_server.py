@@ -24,6 +24,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from .auth import bearer_matches
 from .convert import MalformedRequest
 from .ingest import Ingest, Signal
+from .store import STORAGE_FULL_MESSAGE, StorageFull
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,9 @@ class _Exporter:
         except MalformedRequest as exc:
             self.ingest.rejected()
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except StorageFull:
+            self.ingest.rejected()
+            _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, STORAGE_FULL_MESSAGE)
         except Exception as exc:
             log.exception("failed to store OTLP/gRPC request")
             self.ingest.rejected()

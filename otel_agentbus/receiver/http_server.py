@@ -23,6 +23,7 @@ from .auth import bearer_matches
 from .convert import MalformedRequest
 from .ingest import SIGNAL_BY_PATH, Ingest, Signal
 from .otlp_json import parse_json, to_json
+from .store import STORAGE_FULL_MESSAGE, StorageFull
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ _GRPC_CODES: Final[dict[int, int]] = {
     413: 8,
     415: 3,
     500: 13,
+    507: 8,  # RESOURCE_EXHAUSTED: the database or the disk is full
 }
 _IDENTITY: Final = ("", "identity")
 _WINDOW_BITS: Final = {
@@ -181,6 +183,8 @@ class _Handler(BaseHTTPRequestHandler):
                     response = self._server.ingest.export(signal, parse_json(signal, body))
             except MalformedRequest as exc:
                 raise _HTTPError(HTTPStatus.BAD_REQUEST, str(exc)) from None
+            except StorageFull:
+                raise _HTTPError(HTTPStatus.INSUFFICIENT_STORAGE, STORAGE_FULL_MESSAGE) from None
         except _HTTPError as exc:
             self._reject(exc, response_type)
             return

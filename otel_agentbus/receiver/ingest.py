@@ -77,6 +77,9 @@ class ReceiverStats:
     spans: int = 0
     metric_points: int = 0
     log_records: int = 0
+    refused_full: int = 0
+    """Requests refused because the database or the disk was full (also in ``rejected``);
+    ``Store.write`` raises ``StorageFull``, the transports answer 507 / RESOURCE_EXHAUSTED."""
 
 
 class Ingest:
@@ -90,6 +93,8 @@ class Ingest:
         self._spans = 0
         self._points = 0
         self._logs = 0
+        self._full = 0
+        store.add_full_listener(self._storage_full)
 
     def export_protobuf(self, signal: Signal, data: bytes) -> Message:
         """Decode a binary protobuf request and store it, as ``export(signal,
@@ -122,6 +127,10 @@ class Ingest:
         self._count(spans=spans, metrics=metrics, logs=logs)
         return signal.empty_response()
 
+    def _storage_full(self) -> None:
+        with self._lock:
+            self._full += 1
+
     def _count(self, *, spans: int = 0, metrics: int = 0, logs: int = 0) -> None:
         with self._lock:
             self._requests += 1
@@ -143,4 +152,5 @@ class Ingest:
                 spans=self._spans,
                 metric_points=self._points,
                 log_records=self._logs,
+                refused_full=self._full,
             )

@@ -15,6 +15,14 @@ from typing import Any, Final
 
 from .http_server import OTLPHTTPServer
 from .ingest import Ingest, ReceiverStats
+from .retention import (
+    DEFAULT_INTERVAL_S,
+    DEFAULT_MAX_DB_SIZE,
+    DEFAULT_RETENTION_S,
+    Pruner,
+    PruneStats,
+    RetentionPolicy,
+)
 from .store import Store
 
 DEFAULT_MAX_BODY: Final = 16 * 1024 * 1024
@@ -43,7 +51,12 @@ def join_host_port(host: str, port: int) -> str:
 
 
 class Receiver:
-    """An OTLP receiver (gRPC and HTTP) storing into SQLite at ``db_path``."""
+    """An OTLP receiver (gRPC and HTTP) storing into SQLite at ``db_path``.
+
+    ``retention`` (seconds since arrival) and ``max_db_size`` (bytes) bound what it keeps,
+    ``None`` turning either off; a background pruner deletes whole traces past them (see
+    ``receiver/retention.py``). A request that finds the database full anyway is refused
+    (HTTP 507 / gRPC RESOURCE_EXHAUSTED) and counted in ``stats().refused_full``."""
 
     def __init__(
         self,
@@ -52,9 +65,14 @@ class Receiver:
         http_addr: str = "127.0.0.1:0",
         token: str | None = None,
         max_body: int = DEFAULT_MAX_BODY,
+        *,
+        retention: float | None = DEFAULT_RETENTION_S,
+        max_db_size: int | None = DEFAULT_MAX_DB_SIZE,
+        prune_interval: float = DEFAULT_INTERVAL_S,
     ) -> None:
         if max_body <= 0:
             raise ValueError("max_body must be positive")
+        self.retention = RetentionPolicy(retention, max_db_size, prune_interval)
         self.db_path = Path(db_path).absolute()
         self.token = token or None
         self.max_body = max_body
@@ -62,6 +80,7 @@ class Receiver:
         self._http_host, self._http_port = split_host_port(http_addr)
         self._store: Store | None = None
         self._ingest: Ingest | None = None
+        self._pruner: Pruner | None = None
         self._grpc: Any = None
         self._http: OTLPHTTPServer | None = None
         self._http_thread: threading.Thread | None = None
@@ -76,8 +95,10 @@ class Receiver:
         with self._lock:
             if self._store is not None:
                 raise RuntimeError("receiver already started")
-            store = Store(self.db_path)
+            store = Store(self.db_path, max_db_size=self.retention.max_db_size)
             ingest = Ingest(store)
+            pruner = Pruner(self.db_path, self.retention)
+            store.add_full_listener(pruner.wake)
             try:
                 grpc_server, grpc_port = create_grpc_server(
                     join_host_port(self._grpc_host, self._grpc_port),
@@ -106,7 +127,7 @@ class Receiver:
                 daemon=True,
             )
             thread.start()
-            self._store, self._ingest = store, ingest
+            self._store, self._ingest, self._pruner = store, ingest, pruner.start()
             self._grpc, self._grpc_port = grpc_server, grpc_port
             self._http, self._http_port = http, int(http.server_address[1])
             self._http_thread = thread
@@ -125,6 +146,8 @@ class Receiver:
             http.close_connections()
             stopped.wait(None if grace is None else grace + 1.0)
             thread.join(timeout=5.0)
+            if self._pruner is not None:
+                self._pruner.stop()
             self._store.close()
             self._store = None
             self._grpc = self._http = self._http_thread = None
@@ -184,3 +207,8 @@ class Receiver:
     def stats(self) -> ReceiverStats:
         ingest = self._ingest
         return ingest.stats() if ingest is not None else ReceiverStats()
+
+    def prune_stats(self) -> PruneStats:
+        """What retention deleted since :meth:`start`."""
+        pruner = self._pruner
+        return pruner.stats() if pruner is not None else PruneStats()
