@@ -5,10 +5,11 @@
 
 Sections (``--only bus,tools``): ``bus`` (throughput against the seed, bubus, pyee and
 blinker, plus latency), ``tools`` (instrumentation overhead per tool call), ``export``
-(spans into the embedded receiver over gRPC), ``memory`` (slow subscriber) and ``scaling``
-(cost per event as subscribers and concurrent runs grow). Every comparison runs both sides
-in this run on the same workload, rounds alternating; figures are medians, ratios are ours
-over theirs. Peers that are not installed are skipped (their keys are null).
+(spans into the embedded receiver over gRPC), ``memory`` (slow subscriber), ``scaling``
+(cost per event as subscribers and concurrent runs grow) and ``adapters`` (the LangGraph
+adapter's overhead per tool call against OpenInference and Traceloop). Every comparison
+runs both sides in this run on the same workload, rounds alternating; figures are medians,
+ratios are ours over theirs. Peers that are not installed are skipped (their keys are null).
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import adapter_langgraph, tool_calls
 from . import throughput as tp
-from . import tool_calls
 from .common import RESULTS, Worker, alternate, importable, median, ratio, run_module
 
-SECTIONS = ("bus", "tools", "export", "memory", "scaling")
+SECTIONS = ("bus", "tools", "export", "memory", "scaling", "adapters")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ class Mode:
     subscriber_counts: tuple[int, ...]
     run_counts: tuple[int, ...]
     keyed_events: int
+    adapter_runs: int = 4
+    """LangGraph invocations per round of the adapters section (each makes
+    ``adapter_langgraph.TOOL_CALLS_PER_RUN`` tool calls)."""
 
 
 QUICK = Mode("quick", rounds=3, round_seconds=0.05, max_events=5_000, latency_events=4_000,
@@ -56,7 +60,7 @@ QUICK = Mode("quick", rounds=3, round_seconds=0.05, max_events=5_000, latency_ev
 FULL = Mode("full", rounds=7, round_seconds=0.25, max_events=30_000, latency_events=20_000,
             tool_calls=20_000, export_spans=100_000, export_rounds=3, memory_events=1_000_000,
             scaling_rounds=3, subscriber_counts=(1, 2, 5, 10, 20, 50, 100),
-            run_counts=(1, 3, 10, 30, 100, 300, 1000), keyed_events=20_000)
+            run_counts=(1, 3, 10, 30, 100, 300, 1000), keyed_events=20_000, adapter_runs=20)
 
 
 def log(message: str) -> None:
@@ -173,6 +177,48 @@ def tools_section(mode: Mode, figures: dict[str, Any]) -> None:
         figures[f"tool_call_vs_{peer}"] = ratio(us[ours], us[peer]) if peer in us else None
 
 
+# ------------------------------------------------------------------------- adapters
+def adapters_section(mode: Mode, figures: dict[str, Any]) -> None:
+    """Our LangGraph adapter's overhead per tool call over the bare app, against the same
+    app under OpenInference's and Traceloop's LangChain instrumentations, rounds
+    alternating between the four interpreters."""
+    workers: dict[str, Worker] = {}
+    try:
+        for side in adapter_langgraph.SIDES:
+            worker = Worker("bench.adapter_langgraph", side, env=tool_calls.QUIET_ENV)
+            if "unavailable" in worker.ready:
+                figures["skipped"].append(
+                    f"langgraph side {side}: {worker.ready['unavailable']}")
+                worker.close()
+                continue
+            workers[side] = worker
+        log(f"adapters: {', '.join(workers)}; {mode.adapter_runs} runs x "
+            f"{adapter_langgraph.TOOL_CALLS_PER_RUN} tool calls x {mode.rounds} rounds")
+        for worker in workers.values():  # warm-up
+            worker.call("2")
+        times: dict[str, list[float]] = {side: [] for side in workers}
+        for _ in range(mode.rounds):
+            for side, worker in workers.items():
+                times[side].append(float(worker.call(str(mode.adapter_runs))["us"]))
+        exported = {side: worker.close() for side, worker in workers.items()}
+    finally:
+        for worker in workers.values():
+            if worker.process.poll() is None:
+                worker.process.kill()
+    us = {side: median(values) for side, values in times.items()}
+    overhead = {side: us[side] - us["bare"] for side in us if side != "bare" and "bare" in us}
+    figures["details"]["adapters"] = {
+        "us_per_tool_call": {side: round(value, 1) for side, value in us.items()},
+        "overhead_us_per_tool_call": {side: round(value, 1) for side, value in overhead.items()},
+        "spans_exported": {side: result.get("exported", 0) for side, result in exported.items()},
+        "tool_calls_per_round": mode.adapter_runs * adapter_langgraph.TOOL_CALLS_PER_RUN,
+    }
+    for peer in ("openinference", "traceloop"):
+        figures[f"adapter_langgraph_vs_{peer}"] = (
+            ratio(overhead["ours"], overhead[peer])
+            if "ours" in overhead and peer in overhead else None)
+
+
 # --------------------------------------------------------------------------- export
 def export_section(mode: Mode, figures: dict[str, Any]) -> None:
     log(f"export: {mode.export_spans:,} spans x {mode.export_rounds} rounds, receiver in "
@@ -242,7 +288,9 @@ def versions() -> dict[str, str]:
     from importlib import metadata
 
     out = {}
-    for name in ("opentelemetry-sdk", "bubus", "pyee", "blinker", "traceloop-sdk", "logfire"):
+    for name in ("opentelemetry-sdk", "bubus", "pyee", "blinker", "traceloop-sdk", "logfire",
+                 "langgraph", "langchain-core", "openinference-instrumentation-langchain",
+                 "opentelemetry-instrumentation-langchain"):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -291,6 +339,17 @@ def print_table(figures: dict[str, Any]) -> None:
             rows.append((f"tool call ratio ({figures['tool_call_ours_side']})"
                          if "events" not in key else "tool call ratio (ours_events)",
                          "", figures.get(key), key))
+    if "adapters" in details:
+        item = details["adapters"]
+        for side, value in item["us_per_tool_call"].items():
+            extra = item["overhead_us_per_tool_call"].get(side)
+            rows.append((f"LangGraph tool call, {side} (µs; overhead over bare)",
+                         f"{value:,.1f}" + (f"; +{extra:,.1f}" if extra is not None else ""),
+                         None, ""))
+        for peer in ("openinference", "traceloop"):
+            rows.append((f"LangGraph adapter overhead, ours / {peer}", "",
+                         figures.get(f"adapter_langgraph_vs_{peer}"),
+                         f"adapter_langgraph_vs_{peer}"))
     if "export" in details:
         rows.append((f"export, {figures['export_burst_spans']:,}-span burst, embedded receiver "
                      "in process (spans/s, lost)",
@@ -354,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
         memory_section(mode, figures)
     if "scaling" in sections:
         asyncio.run(scaling_section(mode, figures))
+    if "adapters" in sections:
+        adapters_section(mode, figures)
     figures["meta"] = {
         "mode": mode.name,
         "rounds": mode.rounds,

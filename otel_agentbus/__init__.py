@@ -20,7 +20,10 @@ from .events import (
     Source,
 )
 from .filters import EventFilter, InvalidFilterError, make_filter
+from .handles import SpanHandle, current_handle, publish_start
 from .kinds import Delivery, UnknownKindError, is_must_deliver, known_kinds
+from .recording import NoScopeError, decision, outcome, problem
+from .subscribe_options import SubscribeOptions
 from .subscription import (
     Backpressure,
     Concurrency,
@@ -50,10 +53,13 @@ __all__ = [
     "EventValidationError",
     "InvalidFilterError",
     "InvalidSubscriptionError",
+    "NoScopeError",
     "PublishResult",
     "Scope",
     "Severity",
     "Source",
+    "SpanHandle",
+    "SubscribeOptions",
     "SubscriberStats",
     "Subscription",
     "SubscriptionClosedError",
@@ -61,9 +67,14 @@ __all__ = [
     "UnknownKindError",
     "__version__",
     "configure",
+    "current_handle",
+    "decision",
     "is_must_deliver",
     "known_kinds",
     "make_filter",
+    "outcome",
+    "problem",
+    "publish_start",
 ]
 
 

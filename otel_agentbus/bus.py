@@ -8,6 +8,7 @@ publish hooks through which the telemetry mirror stamps and records every event.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import itertools
 import logging
@@ -15,10 +16,13 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Final, NamedTuple, Protocol, cast
+from typing import Final, NamedTuple, Protocol, Unpack, cast
 
 from .events import Event, EventValidationError, _set_seq
-from .filters import MATCH_ALL, EventFilter, Predicate, make_filter
+from .filters import make_filter
+from .mailbox import BusCounters, BusLink, Mailbox
+from .subscribe_options import DEFAULT_BUFFER as DEFAULT_BUFFER
+from .subscribe_options import SubscribeKeywords, SubscribeOptions
 from .subscription import (
     _IN_HANDLER,
     Backpressure,
@@ -26,7 +30,6 @@ from .subscription import (
     ErrorPolicy,
     Handler,
     InvalidSubscriptionError,
-    KeyFunction,
     SubscriberStats,
     Subscription,
     describe_handler,
@@ -35,12 +38,15 @@ from .subscription import (
 
 logger = logging.getLogger("otel_agentbus.bus")
 
-DEFAULT_BUFFER: Final = 1024
 DEFAULT_HISTORY: Final = 1000
 
 
 class BusClosedError(RuntimeError):
     """Publishing to or subscribing on a closed bus."""
+
+
+class BusLoopError(RuntimeError):
+    """Using the bus from an event loop other than its own while its own still runs."""
 
 
 class PublishHook(Protocol):
@@ -73,6 +79,8 @@ built in C, without the named tuple's Python-level ``__new__`` (one is made per 
 
 
 _in_handler_get = _IN_HANDLER.get
+_get_running_loop = asyncio._get_running_loop
+"""The running loop or None, in C: the publish path checks it is still the bus's loop."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +107,9 @@ class EventBus:
     the synchronous form, safe from other threads.
     """
 
-    def __init__(self, *, history_size: int = DEFAULT_HISTORY) -> None:
+    def __init__(self, *, history_size: int = DEFAULT_HISTORY, telemetry: bool = True) -> None:
+        """``telemetry=False``: do not mirror to the telemetry ``configure()`` set up (by
+        default a bus created after ``configure()`` mirrors to it; see ``default_mirror``)."""
         if not isinstance(history_size, int) or history_size < 0:
             raise ValueError(f"history_size must be an int >= 0, got {history_size!r}")
         self._history: deque[Event] = deque(maxlen=history_size)
@@ -108,7 +118,7 @@ class EventBus:
         self._loop_thread: int | None = None
         self._subs: dict[int, Subscription] = {}
         self._ordered: tuple[Subscription, ...] = ()
-        self._by_kind: dict[str, tuple[Subscription, ...]] = {}
+        self._by_kind: dict[str, tuple[tuple[Subscription, Mailbox], ...]] = {}
         self._hooks: tuple[PublishHook, ...] = ()
         self._must_wait: list[Subscription] = []
         self._must_wait_event: Event | None = None
@@ -118,40 +128,75 @@ class EventBus:
         self._sub_ids = itertools.count(1)
         self._closed = False
         self._lock = threading.Lock()
-        self._published = 0
-        """Events published so far, and so the last sequence number given (one per publish)."""
-        self._matched = 0
-        self._delivered = 0
-        self._dropped = 0
-        self._blocked = 0
-        self._failed = 0
-        self._timed_out = 0
-        self._hook_errors = 0
+        self._counters = BusCounters()
+        self._link = BusLink(self._counters, lambda: self._loop, self._forget, self._revive)
+        if telemetry:
+            from .default_mirror import default_mirror
+
+            mirror = default_mirror()
+            if mirror is not None:
+                self.add_hook(mirror)
 
     # --------------------------------------------------------------------- loop
     @property
     def _loop(self) -> asyncio.AbstractEventLoop:
-        loop: asyncio.AbstractEventLoop | None = self._loop_or_none
+        """The bus's loop: the running one, which the bus adopts if it is not its own."""
+        running = _get_running_loop()
+        loop = self._loop_or_none
+        if running is not None and running is not loop:
+            self._adopt(running)
+            return running
         if loop is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                raise RuntimeError(
-                    "EventBus needs a running asyncio event loop: subscribe from async code"
-                ) from None
-            self._bind(loop)
+            raise RuntimeError(
+                "EventBus needs a running asyncio event loop: subscribe from async code")
         return loop
 
-    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _adopt(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Make ``loop`` (running in this thread) the bus's loop.
+
+        A bus outlives ``asyncio.run``: when its old loop has stopped, the subscriptions move
+        to the new one with their queued events, and new workers handle them. While the old
+        loop still runs (in another thread) the bus refuses, since its subscriptions'
+        handlers run there.
+        """
+        old = self._loop_or_none
+        if old is not None and old is not loop and not old.is_closed() and old.is_running():
+            raise BusLoopError(
+                "this EventBus belongs to an event loop running in another thread; publish "
+                "there, or call publish_nowait() from this thread to hand events to it")
         self._loop_or_none = loop
         self._loop_thread = threading.get_ident()
+        if old is not None and old is not loop:
+            for sub in tuple(self._subs.values()):
+                sub.resume(loop)
+
+    def _revive(self) -> None:
+        """A subscription whose worker ended with its loop got an event (``BusLink.revive``).
+
+        Checked only then, so the publish path pays nothing to notice a new loop.
+        """
+        running = _get_running_loop()
+        if running is None:
+            loop = self._loop_or_none
+            if loop is None or loop.is_closed():
+                raise BusClosedError(
+                    "cannot publish: the bus's event loop is closed; publish from a running "
+                    "loop (the bus moves to it) so that subscribers can handle the event")
+        elif running is not self._loop_or_none:
+            self._adopt(running)
+        # Else the worker was cancelled on the running loop, which is ending (asyncio.run
+        # cancels every task): the events wait in the queue for the bus's next loop.
 
     # ------------------------------------------------------------------- hooks
     def add_hook(self, hook: PublishHook) -> Callable[[], None]:
-        """Run ``hook(event)`` on every publish; returns a function that removes it."""
+        """Run ``hook(event)`` on every publish; returns a function that removes it.
+
+        Adding a hook the bus has already is a no-op (a bus mirrored by default and then
+        attached explicitly records each event once)."""
         if not callable(hook):
             raise TypeError(f"hook must be callable, got {hook!r}")
-        self._hooks = (*self._hooks, hook)
+        if hook not in self._hooks:
+            self._hooks = (*self._hooks, hook)
 
         def remove() -> None:
             self._hooks = tuple(h for h in self._hooks if h is not hook)
@@ -162,110 +207,69 @@ class EventBus:
     def subscribe(
         self,
         handler: Handler | None = None,
-        *,
-        kinds: str | Iterable[str] | None = None,
-        kind_prefix: str | Iterable[str] | None = None,
-        source: str | None = None,
-        source_names: str | Iterable[str] | None = None,
-        run_id: str | None = None,
-        execution_id: str | None = None,
-        stream_id: str | None = None,
-        node_id: str | None = None,
-        agent: str | None = None,
-        session_id: str | None = None,
-        turn_id: str | None = None,
-        graph_id: str | None = None,
-        predicate: Predicate | None = None,
-        filter: EventFilter | None = None,
-        name: str | None = None,
-        buffer: int = DEFAULT_BUFFER,
-        backpressure: Backpressure | str = Backpressure.DROP_OLDEST,
-        concurrency: Concurrency | str = Concurrency.SEQUENTIAL,
-        max_concurrency: int = 10,
-        key: KeyFunction | None = None,
-        timeout: float | None = None,
-        error_policy: ErrorPolicy | str = ErrorPolicy.ISOLATE,
-        priority: int = 0,
-        once: bool = False,
+        options: SubscribeOptions | None = None,
+        **keywords: Unpack[SubscribeKeywords],
     ) -> Subscription:
         """Subscribe ``handler`` (sync or async) to the events matching every given filter.
 
-        Without a handler the subscription is an async iterator. ``execution_id`` is Hive's
-        name for ``run_id``. See the README for what each option does.
+        Options come as a :class:`SubscribeOptions` or as its fields by keyword (keywords
+        given with ``options`` replace those fields). Without a handler the subscription is
+        an async iterator. See the README for what each option does.
         """
         if self._closed:
             raise BusClosedError("cannot subscribe: the event bus is closed")
         if handler is not None and not callable(handler):
             raise InvalidSubscriptionError(f"handler must be callable, got {handler!r}")
-        if execution_id is not None:
-            if run_id is not None and run_id != execution_id:
-                raise InvalidSubscriptionError("run_id and execution_id disagree")
-            run_id = execution_id
-        built = make_filter(
-            kinds=kinds, kind_prefix=kind_prefix, source=source, source_names=source_names,
-            run_id=run_id, stream_id=stream_id, node_id=node_id, agent=agent,
-            session_id=session_id, turn_id=turn_id, graph_id=graph_id, predicate=predicate,
-        )
-        if filter is not None:
-            if not isinstance(filter, EventFilter):
-                raise InvalidSubscriptionError(f"filter must be an EventFilter, got {filter!r}")
-            built = filter if built == MATCH_ALL else built & filter
-        if not isinstance(buffer, int) or isinstance(buffer, bool) or buffer < 1:
-            raise InvalidSubscriptionError(f"buffer must be an int >= 1, got {buffer!r}")
-        if not isinstance(max_concurrency, int) or max_concurrency < 1:
+        if options is None:
+            options = SubscribeOptions(**keywords)
+        elif not isinstance(options, SubscribeOptions):
             raise InvalidSubscriptionError(
-                f"max_concurrency must be an int >= 1, got {max_concurrency!r}"
-            )
-        if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
-            raise InvalidSubscriptionError(f"timeout must be a number > 0, got {timeout!r}")
-        if not isinstance(priority, int):
-            raise InvalidSubscriptionError(f"priority must be an int, got {priority!r}")
-        if key is not None and not callable(key):
-            raise InvalidSubscriptionError(f"key must be callable, got {key!r}")
-        try:
-            backpressure = Backpressure(backpressure)
-            concurrency = Concurrency(concurrency)
-            error_policy = ErrorPolicy(error_policy)
-        except ValueError as error:
-            raise InvalidSubscriptionError(str(error)) from None
-        if once and concurrency is not Concurrency.SEQUENTIAL:
-            raise InvalidSubscriptionError(
-                "once=True needs sequential delivery: concurrent handlers could each take one"
-            )
+                f"options must be a SubscribeOptions, got {type(options).__name__}")
+        elif keywords:
+            options = dataclasses.replace(options, **keywords)
+        concurrency = Concurrency(options.concurrency)
         if handler is None and concurrency is not Concurrency.SEQUENTIAL:
             raise InvalidSubscriptionError("an iterator subscription is always sequential")
         sub_id = next(self._sub_ids)
         sub = Subscription(
-            self,
+            self._link,
             sub_id,
-            built,
+            options.event_filter,
             handler,
-            name=name or (describe_handler(handler) if handler else f"stream-{sub_id}"),
-            buffer=buffer,
-            backpressure=backpressure,
+            name=options.name or (describe_handler(handler) if handler else f"stream-{sub_id}"),
+            buffer=options.buffer,
+            backpressure=Backpressure(options.backpressure),
             concurrency=concurrency,
-            max_concurrency=max_concurrency,
-            key=key or run_key,
-            timeout=timeout,
-            error_policy=error_policy,
-            priority=priority,
-            once=once,
+            max_concurrency=options.max_concurrency,
+            key=options.key or run_key,
+            timeout=options.timeout,
+            error_policy=ErrorPolicy(options.error_policy),
+            priority=options.priority,
+            once=options.once,
         )
-        sub._start()
+        sub.start()
         with self._lock:
             self._subs[sub_id] = sub
             self._reindex()
         return sub
 
-    def stream(self, **options: object) -> Subscription:
+    def stream(
+        self, options: SubscribeOptions | None = None, **keywords: Unpack[SubscribeKeywords]
+    ) -> Subscription:
         """An async-iterator subscription: ``async for event in bus.stream(kinds=...)``."""
-        if "handler" in options:
+        if "handler" in keywords:
             raise InvalidSubscriptionError("stream() takes no handler; use subscribe()")
-        return self.subscribe(None, **options)  # type: ignore[arg-type]
+        return self.subscribe(None, options, **keywords)
 
-    def subscribe_once(self, handler: Handler, **options: object) -> Subscription:
+    def subscribe_once(
+        self,
+        handler: Handler,
+        options: SubscribeOptions | None = None,
+        **keywords: Unpack[SubscribeKeywords],
+    ) -> Subscription:
         """Handle the first matching event, then close."""
-        return self.subscribe(handler, once=True, **options)  # type: ignore[arg-type]
+        keywords["once"] = True
+        return self.subscribe(handler, options, **keywords)
 
     def unsubscribe(self, subscription: Subscription | int) -> bool:
         """Close a subscription (by handle or id); False if it was not active."""
@@ -295,9 +299,9 @@ class EventBus:
         finally:
             sub.close()
 
-    def _forget(self, sub: Subscription) -> None:
+    def _forget(self, sub_id: int) -> None:
         with self._lock:
-            if self._subs.pop(sub.id, None) is not None:
+            if self._subs.pop(sub_id, None) is not None:
                 self._reindex()
 
     def _reindex(self) -> None:
@@ -305,8 +309,8 @@ class EventBus:
         self._ordered = tuple(sorted(self._subs.values(), key=lambda s: (-s.priority, s.id)))
         self._by_kind = {}
 
-    def _for_kind(self, kind: str) -> tuple[Subscription, ...]:
-        subs = tuple(s for s in self._ordered if s.filter.matches_kind(kind))
+    def _for_kind(self, kind: str) -> tuple[tuple[Subscription, Mailbox], ...]:
+        subs = tuple((s, s.mailbox) for s in self._ordered if s.filter.matches_kind(kind))
         self._by_kind[kind] = subs
         return subs
 
@@ -314,7 +318,7 @@ class EventBus:
     async def publish(self, event: Event) -> PublishResult:
         """Queue ``event`` for every matching subscriber; waits only on full BLOCK queues."""
         if self._loop_or_none is None:
-            self._bind(asyncio.get_running_loop())
+            self._adopt(asyncio.get_running_loop())
         result = self._fanout(event, True)
         if not result[4]:  # result.blocked (by index, cheaper): nobody to wait on
             return result
@@ -329,14 +333,15 @@ class EventBus:
         """The rest of ``publish`` when full BLOCK queues make the publisher wait."""
         delivered = result.delivered
         dropped = result.dropped
-        self._blocked += len(blocked)
+        counters = self._counters
+        counters.blocked += len(blocked)
         for sub in blocked:
-            if await sub._offer_blocking(event):
+            if await sub.offer_blocking(event):
                 delivered += 1
             else:
                 dropped += 1
-        self._delivered += delivered - result.delivered
-        self._dropped += dropped - result.dropped
+        counters.delivered += delivered - result.delivered
+        counters.dropped += dropped - result.dropped
         return PublishResult(
             seq=result.seq, matched=result.matched, delivered=delivered, dropped=dropped,
             blocked=len(blocked),
@@ -383,7 +388,8 @@ class EventBus:
             raise BusClosedError("cannot publish: the event bus is closed")
         if event.seq is not None:
             event = event._copy_unpublished()
-        seq = self._published = self._published + 1
+        counters = self._counters
+        seq = counters.published = counters.published + 1
         _set_seq(event, seq)
         hooks = self._hooks
         if hooks:  # no iterator per publish when there are none
@@ -396,33 +402,33 @@ class EventBus:
         if not subs:
             return _new_result((seq, 0, 0, 0, 0, False))
         matched = delivered = dropped = blocked = 0
-        for sub in subs:
-            residual = sub._residual
+        for sub, box in subs:
+            residual = box.residual
             if residual is not None:
                 try:
                     if not residual(event):
                         continue
                 except Exception as error:
-                    sub._fail(event, error)
+                    sub.fail(event, error)
                     continue
             matched += 1
-            # Fast path of Subscription._offer, inlined: room in the queue, nobody waiting.
-            queue = sub._queue
+            # Fast path of Subscription.offer, inlined: room in the mailbox, nobody waiting.
+            queue = box.queue
             depth = len(queue)
-            if depth < sub._buffer and not sub._space_waiters:
+            if depth < box.buffer and not box.space_waiters:
                 queue.append(event)
-                sub.received += 1
-                if depth >= sub.max_queued:
-                    sub.max_queued = depth + 1
-                waiter = sub._waiter
+                box.received += 1
+                if depth >= box.max_queued:
+                    box.max_queued = depth + 1
+                waiter = box.waiter
                 if waiter is not None:
-                    sub._waiter = None
+                    box.waiter = None
                     if not waiter.done():
                         waiter.set_result(None)
                 delivered += 1
                 continue
             # A publish made inside a handler never waits: in_handler(), one call less.
-            outcome = sub._offer(event, may_block and not _in_handler_get())
+            outcome = sub.offer(event, may_block and not _in_handler_get())
             if outcome == 0:
                 delivered += 1
             elif outcome == 1:
@@ -434,10 +440,10 @@ class EventBus:
                 self._must_wait = [sub]
                 self._must_wait_event = event
                 blocked = 1
-        self._matched += matched
-        self._delivered += delivered
+        counters.matched += matched
+        counters.delivered += delivered
         if dropped:
-            self._dropped += dropped
+            counters.dropped += dropped
         return _new_result((seq, matched, delivered, dropped, blocked, False))
 
     def _run_hooks(self, hooks: tuple[PublishHook, ...], event: Event) -> None:
@@ -446,7 +452,7 @@ class EventBus:
             try:
                 hook(event)
             except Exception:
-                self._hook_errors += 1
+                self._counters.hook_errors += 1
                 logger.exception("publish hook %r failed on %s", hook, event.kind)
 
     # ----------------------------------------------------------------- history
@@ -490,15 +496,16 @@ class EventBus:
     # ------------------------------------------------------------------- stats
     def stats(self) -> BusStats:
         subs = tuple(self._subs.values())
+        counters = self._counters
         return BusStats(
-            published=self._published,
-            matched=self._matched,
-            delivered=self._delivered,
-            dropped=self._dropped,
-            blocked=self._blocked,
-            failed=self._failed,
-            timed_out=self._timed_out,
-            hook_errors=self._hook_errors,
+            published=counters.published,
+            matched=counters.matched,
+            delivered=counters.delivered,
+            dropped=counters.dropped,
+            blocked=counters.blocked,
+            failed=counters.failed,
+            timed_out=counters.timed_out,
+            hook_errors=counters.hook_errors,
             subscribers=len(subs),
             history_size=len(self._history),
             closed=self._closed,
@@ -521,24 +528,19 @@ class EventBus:
         """
         if self._closed:
             return
+        running = asyncio.get_running_loop()
+        if running is not self._loop_or_none and self._loop_or_none is not None:
+            self._adopt(running)  # subscriptions left on a finished loop end on this one
         self._closed = True
         subs = list(self._subs.values())
         for sub in subs:
             sub.close(drain=drain)
-        waits = [sub._done for sub in subs]
+        waits = [sub.finished for sub in subs]
         if not waits:
             return
         _, pending = await asyncio.wait(waits, timeout=timeout)
         for sub in subs:
-            if sub._done.done():
-                continue
-            if sub._worker is None:
-                # An iterator nobody read to the end: end it, counting its queue as dropped.
-                sub._finish()
-            else:
-                logger.warning("subscriber %r did not drain within %ss; cancelling",
-                               sub.name, timeout)
-                sub._worker.cancel()
+            sub.abort(timeout)
         if pending:
             await asyncio.wait(pending, timeout=1.0)
 

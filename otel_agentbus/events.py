@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import enum
 import itertools
-import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -19,12 +18,14 @@ from types import MappingProxyType
 from typing import Any, Final, NamedTuple, TypeAlias, cast
 
 from .kinds import KNOWN_KINDS, MUST_DELIVER_KINDS, validate_kind
+from .payload import MAX_DEPTH, Leaves, walker
 
 JSONValue: TypeAlias = Any
 """A JSON value as the bus stores it: str, int, float, bool, None, tuple, mapping."""
 
-MAX_NESTING: Final = 64
-"""Deeper payloads are rejected: real payloads are shallow, cycles are infinitely deep."""
+MAX_NESTING: Final = MAX_DEPTH
+"""Deeper payloads are rejected: real payloads are shallow, cycles are infinitely deep
+(the package's one limit, :data:`otel_agentbus.payload.MAX_DEPTH`)."""
 
 
 class Severity(enum.StrEnum):
@@ -55,6 +56,19 @@ class Scope(NamedTuple):
     """The session or conversation; becomes ``gen_ai.conversation.id``."""
     turn_id: str | None = None
     graph_id: str | None = None
+    # Routing fields of PicoClaw's scope (seed 004): which runtime, and where a message
+    # came from or goes to. Appended after the fields above so positional use stays valid.
+    runtime_id: str | None = None
+    channel: str | None = None
+    """The messaging channel (``telegram``, ``slack``, ...)."""
+    account: str | None = None
+    chat_id: str | None = None
+    topic_id: str | None = None
+    space_id: str | None = None
+    space_type: str | None = None
+    chat_type: str | None = None
+    sender_id: str | None = None
+    message_id: str | None = None
 
 
 class Correlation(NamedTuple):
@@ -69,10 +83,19 @@ class Correlation(NamedTuple):
     parent_span_id: str | None = None
     correlation_id: str | None = None
     request_id: str | None = None
+    parent_turn_id: str | None = None
+    """The turn that spawned this one (PicoClaw sub-turns, seed 004)."""
+    reply_to_id: str | None = None
+    """The message this event answers (seed 004)."""
 
 
 class EventValidationError(ValueError):
     """An event that cannot be published; the message names the field and the problem."""
+
+
+_freeze = walker(Leaves.REJECT, freeze=True, error=EventValidationError)
+"""``_freeze(value, where, depth)``: checks that ``value`` is JSON data and returns it
+immutable (read-only mappings, tuples), the error naming the field by ``where``."""
 
 
 EMPTY_SOURCE: Final = Source()
@@ -101,58 +124,6 @@ def freeze_json(value: object, where: str = "payload") -> JSONValue:
     what another one sees. ``where`` names the field in the error message.
     """
     return _freeze(value, where, 0)
-
-
-def _freeze(value: object, where: str, depth: int) -> JSONValue:
-    kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
-        return value
-    if kind is float:
-        if math.isfinite(value):  # type: ignore[arg-type]
-            return value
-        raise EventValidationError(f"{where}: {value!r} is not a finite number (JSON has no NaN)")
-    if depth >= MAX_NESTING:
-        raise EventValidationError(
-            f"{where}: nested deeper than {MAX_NESTING} levels (is there a cycle?)"
-        )
-    if kind is dict or kind is MappingProxyType or (
-        isinstance(value, Mapping) and not isinstance(value, str)
-    ):
-        frozen: dict[str, JSONValue] = {}
-        item: object
-        for key, item in value.items():  # type: ignore[attr-defined]
-            if type(key) is not str:
-                if not isinstance(key, str):
-                    raise EventValidationError(
-                        f"{where}: key {key!r} is a {type(key).__name__}; JSON keys are strings"
-                    )
-                key = str.__add__(key, "")
-            item_kind = type(item)
-            if item_kind is str or item_kind is int or item_kind is bool or item is None:
-                # Most payload values: no recursion, no error-path string built per item.
-                frozen[key] = item
-            else:
-                frozen[key] = _freeze(item, f"{where}.{key}", depth + 1)
-        return MappingProxyType(frozen)
-    if kind is list or kind is tuple:
-        items: list[JSONValue] = []
-        sequence: list[object] | tuple[object, ...] = value  # type: ignore[assignment]
-        for index, element in enumerate(sequence):
-            items.append(_freeze(element, f"{where}[{index}]", depth + 1))
-        return tuple(items)
-    # Subclasses of JSON scalars (str/int enums) are stored as their plain values.
-    if isinstance(value, bool):
-        return bool(value)
-    if isinstance(value, str):
-        return str.__add__(value, "")
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return _freeze(float(value), where, depth)
-    raise EventValidationError(
-        f"{where}: a {kind.__name__} is not JSON data "
-        "(use str, int, float, bool, None, list, tuple or dict with str keys)"
-    )
 
 
 def thaw_json(value: JSONValue) -> Any:
@@ -229,7 +200,7 @@ class Event:
         time_ns: int | None = None,
     ) -> None:
         if kind not in KNOWN_KINDS:
-            validate_kind(kind)
+            kind = validate_kind(kind)  # an alias (kinds.KIND_ALIASES) becomes its kind
         if scope is not EMPTY_SCOPE:
             if type(scope) is not Scope:
                 raise EventValidationError(f"scope must be a Scope, got {type(scope).__name__}")

@@ -4,30 +4,28 @@ The runtime, ``RunScope``, the decorators and the decision tracker put caller da
 inputs and outputs, webhook bodies, tool arguments and results, decision context) into
 event payloads and the tracker's SQLite file. Values under secret-looking keys
 (``api_key``, ``authorization``, ``password``, ``*_token``, ``*_secret``, ...; see
-:func:`otel_agentbus.telemetry.content.is_secret_key`) are replaced by ``"[redacted]"``
-there, at any depth. The caller's own objects are never changed: the agent still gets its
-input as sent. Events an application builds itself are delivered as built; the telemetry
-mirror redacts the same keys on export.
+:func:`otel_agentbus.payload.is_secret_key`) are replaced by ``"[redacted]"`` there, at
+any depth. The caller's own objects are never changed: the agent still gets its input as
+sent. Events an application builds itself are delivered as built; the telemetry mirror
+redacts the same keys on export.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, Final
 
-from .telemetry.content import REDACTED, is_secret_key
+from .payload import MAX_DEPTH as _MAX_DEPTH
+from .payload import REDACTED, Leaves, is_secret_key, walker
 
-MAX_DEPTH: Final = 64
+__all__ = ["MAX_DEPTH", "REDACTED", "is_secret_key", "redact_secrets"]
+
+MAX_DEPTH: Final = _MAX_DEPTH
+
+_redact = walker(Leaves.KEEP, redact=True)
 
 
-def redact_secrets(value: Any, _depth: int = 0) -> Any:
+def redact_secrets(value: Any) -> Any:
     """A copy of ``value`` with the values of secret-looking keys replaced, at any depth
-    (mappings become dicts, lists and tuples lists; anything else is returned as is)."""
-    if _depth > MAX_DEPTH:
-        return value
-    if isinstance(value, Mapping):
-        return {key: REDACTED if isinstance(key, str) and is_secret_key(key)
-                else redact_secrets(item, _depth + 1) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [redact_secrets(item, _depth + 1) for item in value]
-    return value
+    (mappings become dicts with str keys, lists and tuples lists; anything else is returned
+    as is; a container nested deeper than ``MAX_DEPTH`` becomes ``"[too deep]"``)."""
+    return _redact(value)

@@ -20,6 +20,7 @@ from opentelemetry import context as otel_context
 
 from .bus import BusClosedError, EventBus
 from .events import Event, Scope, Severity, Source, new_event_id
+from .kinds import RUN_CANCELLED, RUN_COMPLETED, RUN_FAILED, RUN_STARTED
 from .redaction import redact_secrets
 from .tracecontext import context_of
 
@@ -128,7 +129,7 @@ class RunScope:
             payload["traceparent"] = self._traceparent
         if self._correlation_id:
             payload["correlation_id"] = self._correlation_id
-        handle.started = handle.publish("agent.run.started", payload)
+        handle.started = handle.publish(RUN_STARTED, payload)
         self._run_token = _CURRENT_RUN.set(handle)
         self._otel_token = otel_context.attach(context_of(handle.started))
         return handle
@@ -139,17 +140,17 @@ class RunScope:
             if error is None:
                 handle.status = "completed"
                 payload = {} if handle.output is None else {"output": json_safe(handle.output)}
-                handle._publish_end("agent.run.completed", payload, Severity.INFO)
+                handle._publish_end(RUN_COMPLETED, payload, Severity.INFO)
             elif isinstance(error, BaseException) and type(error).__name__ in (
                 "CancelledError", "KeyboardInterrupt", "SystemExit", "GeneratorExit",
             ):
                 handle.status = "cancelled"
-                handle._publish_end("agent.run.cancelled",
+                handle._publish_end(RUN_CANCELLED,
                                     {"reason": handle.cancel_reason or type(error).__name__},
                                     Severity.WARN)
             else:
                 handle.status = "failed"
-                handle._publish_end("agent.run.failed",
+                handle._publish_end(RUN_FAILED,
                                     {"error": str(error) or type(error).__name__,
                                      "error_type": type(error).__name__},
                                     Severity.ERROR)

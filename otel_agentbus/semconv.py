@@ -80,6 +80,20 @@ LLM_TIME_TO_FIRST_CHUNK: Final = "agentbus.llm.time_to_first_chunk_ms"
 EVENTS_BATCH: Final = "agentbus.span.events_batch"
 """On an ``agentbus.events`` child span: which batch of its parent's events it holds."""
 
+# Routing scope and correlation of seed 004 (PicoClaw), on the run span and span events.
+RUNTIME_ID: Final = "agentbus.runtime.id"
+CHANNEL_NAME: Final = "agentbus.channel.name"
+CHANNEL_ACCOUNT: Final = "agentbus.channel.account"
+CHAT_ID: Final = "agentbus.chat.id"
+CHAT_TYPE: Final = "agentbus.chat.type"
+CHAT_TOPIC_ID: Final = "agentbus.chat.topic_id"
+SPACE_ID: Final = "agentbus.space.id"
+SPACE_TYPE: Final = "agentbus.space.type"
+SENDER_ID: Final = "agentbus.sender.id"
+MESSAGE_ID: Final = "agentbus.message.id"
+PARENT_TURN_ID: Final = "agentbus.turn.parent_id"
+REPLY_TO_ID: Final = "agentbus.message.reply_to_id"
+
 # Span event names.
 EV_DECISION: Final = "agentbus.decision"
 EV_OUTCOME: Final = "agentbus.outcome"
@@ -163,6 +177,11 @@ NAME_TABLE: Final[tuple[NameGroup, ...]] = (
     NameGroup((RUN_ID, RUN_STATUS, STREAM_ID, GRAPH_ID, TURN_ID), "attribute",
               f"run span (`{RUN_ID}` on all its spans); `{RUN_STATUS}` is "
               f"`{STATUS_COMPLETED}`, `{STATUS_FAILED}` or `{STATUS_CANCELLED}`"),
+    NameGroup((RUNTIME_ID, CHANNEL_NAME, CHANNEL_ACCOUNT, CHAT_ID, CHAT_TYPE, CHAT_TOPIC_ID,
+               SPACE_ID, SPACE_TYPE, SENDER_ID, MESSAGE_ID, PARENT_TURN_ID, REPLY_TO_ID),
+              "attribute",
+              "run span and span events whose scope (or correlation) carries the routing "
+              "fields of PicoClaw's events package (seed 004)"),
     NameGroup((NODE_ID, NODE_ITERATION, NODE_ITERATIONS, NODE_MAX_ITERATIONS), "attribute",
               "node and iteration spans"),
     NameGroup((LLM_CHUNKS, LLM_REASONING_CHUNKS, LLM_TIME_TO_FIRST_CHUNK), "attribute",

@@ -15,13 +15,11 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from .events import Event
 from .filters import EventFilter
-
-if TYPE_CHECKING:
-    from .bus import EventBus
+from .mailbox import BusLink, Mailbox
 
 logger = logging.getLogger("otel_agentbus.bus")
 
@@ -108,7 +106,7 @@ class Subscription:
 
     def __init__(
         self,
-        bus: EventBus,
+        link: BusLink,
         sub_id: int,
         event_filter: EventFilter,
         handler: Handler | None,
@@ -124,7 +122,8 @@ class Subscription:
         priority: int,
         once: bool,
     ) -> None:
-        self._bus = bus
+        self._link = link
+        self._counters = link.counters
         self.id = sub_id
         self.name = name
         self.filter = event_filter
@@ -138,29 +137,39 @@ class Subscription:
         self._timeout = timeout
         self._error_policy = error_policy
         self._once = once
-        self._residual = event_filter.matches_residual if event_filter.has_residual else None
-
-        self._queue: deque[Event] = deque()
-        self._waiter: asyncio.Future[None] | None = None
-        self._space_waiters: deque[asyncio.Future[None]] = deque()
+        self.mailbox = Mailbox(
+            buffer, event_filter.matches_residual if event_filter.has_residual else None)
+        """Where the bus puts this subscription's events (the bus's side of it)."""
+        self._queue = self.mailbox.queue
+        self._space_waiters = self.mailbox.space_waiters
         self._closing = False
         self._drain_on_close = True
         self._closed = False
         self._error: BaseException | None = None
-        self._done: asyncio.Future[None] = bus._loop.create_future()
+        self._loop = link.loop()
+        """The loop the worker runs on (moved by ``resume`` when the bus changes loops)."""
+        self._done: asyncio.Future[None] = self._loop.create_future()
         self._worker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._revival = _Revival(self)
 
-        self.received = 0
         self.handled = 0
         self.failed = 0
         self.timed_out = 0
         self.dropped = 0
         self.overflowed = 0
-        self.max_queued = 0
+
+    @property
+    def received(self) -> int:
+        return self.mailbox.received
+
+    @property
+    def max_queued(self) -> int:
+        return self.mailbox.max_queued
 
     # ----------------------------------------------------------------- lifecycle
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Start the handler's worker on the subscription's loop (the bus's side)."""
         if self._handler is None:
             return
         worker = {
@@ -168,30 +177,73 @@ class Subscription:
             Concurrency.CONCURRENT: self._concurrent_worker,
             Concurrency.KEYED: self._keyed_worker,
         }[self._concurrency]
-        self._worker = self._bus._loop.create_task(
+        task = self._worker = self._loop.create_task(
             self._guarded(worker), name=f"otel-agentbus:{self.name}"
         )
         # A worker cancelled before its first step never runs _guarded's finally.
-        self._worker.add_done_callback(lambda _task: self._finish())
+        task.add_done_callback(self._worker_ended)
 
     async def _guarded(self, body: Callable[[], Awaitable[None]]) -> None:
         _IN_HANDLER.set(True)
+        task = asyncio.current_task()
         try:
             await body()
         except asyncio.CancelledError:
             pass
         finally:
+            if task is not None and task is self._worker:
+                self._worker_ended(task)
+
+    def _worker_ended(self, task: asyncio.Task[None]) -> None:
+        """End the subscription, unless its worker was cancelled from outside while the
+        subscription was open: the event loop is going away (``asyncio.run`` ending). Then
+        the queue is kept and ``resume`` starts a new worker on the bus's next loop."""
+        if task is not self._worker:
+            return  # a worker replaced by resume, or _guarded already decided
+        self._worker = None
+        if self._closing:
             self._finish()
+        else:
+            self.mailbox.waiter = self._revival
+
+    def _revive(self) -> None:
+        """An event was queued while the worker is gone: ask the bus to move to the running
+        loop (``resume`` then starts a worker). If it cannot, the event is taken back out."""
+        mailbox = self.mailbox
+        mailbox.waiter = self._revival  # until resume() replaces it
+        try:
+            self._link.revive()
+        except BaseException:
+            self._queue.pop()  # the event just queued: the publisher gets the error instead
+            mailbox.received -= 1
+            raise
+
+    def resume(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Carry the subscription over to ``loop`` (the bus's side): the old loop is gone,
+        with its worker and its waiters; queued events stay and are handled on ``loop``."""
+        if self._closed or self._loop is loop:
+            return
+        self._loop = loop
+        mailbox = self.mailbox
+        mailbox.waiter = None
+        mailbox.space_waiters.clear()  # the publishers blocked there ended with their loop
+        self._tasks.clear()
+        if not self._done.done():
+            self._done = loop.create_future()
+        self._worker = None
+        self.start()
 
     def _finish(self) -> None:
         if self._closed:
             return
         self._closed = True
         self._closing = True
-        self._bus._forget(self)
+        self._link.forget(self.id)
+        if self.mailbox.waiter is self._revival:
+            self.mailbox.waiter = None
         if self._queue:
             self.dropped += len(self._queue)
-            self._bus._dropped += len(self._queue)
+            self._counters.dropped += len(self._queue)
             self._queue.clear()
         for waiter in self._space_waiters:
             if not waiter.done():
@@ -213,9 +265,10 @@ class Subscription:
             return
         self._closing = True
         self._drain_on_close = drain
-        self._bus._forget(self)
+        self._link.forget(self.id)
         if self._worker is None:
-            if not drain or not self._queue:
+            if self._handler is not None or not drain or not self._queue:
+                # an iterator, or a handler whose worker ended with its event loop
                 self._finish()
             else:
                 self._wake()
@@ -224,6 +277,23 @@ class Subscription:
             self._wake()
         else:
             self._worker.cancel()
+
+    def abort(self, timeout: float | None) -> None:
+        """End a subscription that did not drain in time (the bus's side, at close)."""
+        if self._done.done():
+            return
+        if self._worker is None:
+            # An iterator nobody read to the end: end it, counting its queue as dropped.
+            self._finish()
+        else:
+            logger.warning("subscriber %r did not drain within %ss; cancelling",
+                           self.name, timeout)
+            self._worker.cancel()
+
+    @property
+    def finished(self) -> asyncio.Future[None]:
+        """Done when the subscription has ended (what ``wait`` awaits, without raising)."""
+        return self._done
 
     async def wait(self) -> None:
         """Wait until the subscription has ended; re-raises a handler error under RAISE."""
@@ -241,41 +311,39 @@ class Subscription:
         return SubscriberStats(
             id=self.id,
             name=self.name,
-            received=self.received,
+            received=self.mailbox.received,
             handled=self.handled,
             failed=self.failed,
             timed_out=self.timed_out,
             dropped=self.dropped,
             overflowed=self.overflowed,
             queued=len(self._queue),
-            max_queued=self.max_queued,
+            max_queued=self.mailbox.max_queued,
             closed=self._closing,
         )
 
     # ------------------------------------------------------------------ enqueue
     def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        self.mailbox.wake()
 
-    def _offer(self, event: Event, may_block: bool) -> int:
-        """Queue ``event``; returns 0 queued, 1 dropped, 2 must wait for space (BLOCK)."""
+    def offer(self, event: Event, may_block: bool) -> int:
+        """Queue ``event`` (the bus's side, when the mailbox is full or publishers wait);
+        returns 0 queued, 1 dropped, 2 must wait for space (BLOCK, ``may_block``)."""
+        mailbox = self.mailbox
         queue = self._queue
-        self.received += 1
+        mailbox.received += 1
         if len(queue) < self._buffer and not self._space_waiters:
             queue.append(event)
         elif event._must_deliver:
             if self._backpressure is Backpressure.BLOCK and may_block:
-                self.received -= 1
+                mailbox.received -= 1
                 return 2
             # Never dropped: it goes in beyond the buffer, and the overflow is counted.
             queue.append(event)
             self.overflowed += 1
         elif self._backpressure is Backpressure.BLOCK:
             if may_block:
-                self.received -= 1
+                mailbox.received -= 1
                 return 2
             if in_handler():
                 # A handler publishing into a full queue must not wait for itself.
@@ -294,13 +362,9 @@ class Subscription:
             self.dropped += 1
             return 1
         depth = len(queue)
-        if depth > self.max_queued:
-            self.max_queued = depth
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        if depth > mailbox.max_queued:
+            mailbox.max_queued = depth
+        mailbox.wake()
         return 0
 
     def _evict_oldest_droppable(self) -> bool:
@@ -313,19 +377,20 @@ class Subscription:
         if not queue[0]._must_deliver:
             queue.popleft()
             self.dropped += 1
-            self._bus._dropped += 1
+            self._counters.dropped += 1
             return True
         for index in range(1, min(len(queue), EVICTION_SCAN)):
             if not queue[index]._must_deliver:
                 del queue[index]
                 self.dropped += 1
-                self._bus._dropped += 1
+                self._counters.dropped += 1
                 return True
         return False
 
-    async def _offer_blocking(self, event: Event) -> bool:
-        """Wait for room (BLOCK policy), then queue; False if the subscription closed."""
-        loop = self._bus._loop
+    async def offer_blocking(self, event: Event) -> bool:
+        """Wait for room (BLOCK policy), then queue; False if the subscription closed
+        (the bus's side, for a publisher that must wait)."""
+        loop = self._link.loop()
         while not self._closing and (
             len(self._queue) >= self._buffer or self._space_waiters
         ):
@@ -347,10 +412,10 @@ class Subscription:
                 break
         if self._closing:
             return False
-        self.received += 1
+        self.mailbox.received += 1
         self._queue.append(event)
-        if len(self._queue) > self.max_queued:
-            self.max_queued = len(self._queue)
+        if len(self._queue) > self.mailbox.max_queued:
+            self.mailbox.max_queued = len(self._queue)
         self._wake()
         self._release_space()
         return True
@@ -373,8 +438,8 @@ class Subscription:
             return False
         if self._queue:
             return True
-        waiter = self._bus._loop.create_future()
-        self._waiter = waiter
+        waiter = self._loop.create_future()
+        self.mailbox.waiter = waiter
         await waiter
         return not (self._closing and not self._queue)
 
@@ -396,7 +461,7 @@ class Subscription:
                 self._fail(event, TimeoutError("handler raised TimeoutError"))
                 return
             self.timed_out += 1
-            self._bus._timed_out += 1
+            self._counters.timed_out += 1
             logger.warning(
                 "subscriber %r timed out after %ss on %s (seq %s); handler cancelled",
                 self.name, self._timeout, event.kind, event.seq,
@@ -418,9 +483,13 @@ class Subscription:
         if self._once:
             self.close()
 
+    def fail(self, event: Event, error: BaseException) -> None:
+        """Count and log a failure on ``event``; under RAISE, close the subscription."""
+        self._fail(event, error)
+
     def _fail(self, event: Event, error: BaseException) -> None:
         self.failed += 1
-        self._bus._failed += 1
+        self._counters.failed += 1
         if self._error_policy is ErrorPolicy.RAISE:
             logger.error("subscriber %r failed on %s (seq %s); closing it",
                          self.name, event.kind, event.seq, exc_info=error)
@@ -478,7 +547,7 @@ class Subscription:
         limit = self._max_concurrency
         slot_free: asyncio.Event = asyncio.Event()
         tasks = self._tasks
-        loop = self._bus._loop
+        loop = self._loop
 
         def release(task: asyncio.Task[None]) -> None:
             tasks.discard(task)
@@ -536,7 +605,7 @@ class Subscription:
     def _count_dropped(self, count: int) -> None:
         """Count events that left the queue but will never be handled (closed, cancelled)."""
         self.dropped += count
-        self._bus._dropped += count
+        self._counters.dropped += count
 
     # ------------------------------------------------------------ async iteration
     def __aiter__(self) -> AsyncIterator[Event]:
@@ -557,8 +626,9 @@ class Subscription:
             if self._closing:
                 self._finish()
                 raise StopAsyncIteration
-            waiter = self._bus._loop.create_future()
-            self._waiter = waiter
+            # The bus's loop, moved to the running one if the old loop is gone (resume).
+            waiter = self._link.loop().create_future()
+            self.mailbox.waiter = waiter
             await waiter
 
     async def next(self, timeout: float | None = None) -> Event:
@@ -580,6 +650,23 @@ class Subscription:
                 f"queued={len(self._queue)}, closed={self._closing})")
 
 
+class _Revival:
+    """Stands in for the waiter of a worker that ended with its event loop: the next event
+    put in the mailbox wakes it, as it would a waiter, and so revives the subscription on
+    the running loop. The publish path pays nothing for this check."""
+
+    __slots__ = ("_sub",)
+
+    def __init__(self, sub: Subscription) -> None:
+        self._sub = sub
+
+    def done(self) -> bool:
+        return False
+
+    def set_result(self, result: None, /) -> None:
+        self._sub._revive()
+
+
 _FAN_OUT: Final = 2
 """Runners a freshly woken keyed runner wakes when more keys are ready: the number of
 runners free to take ready keys doubles per loop turn while handlers suspend."""
@@ -598,7 +685,7 @@ class _KeyedRunners:
 
     def __init__(self, sub: Subscription) -> None:
         self._sub = sub
-        self._loop = sub._bus._loop
+        self._loop = sub._loop
         self._limit = sub._max_concurrency
         self._pending: dict[object, deque[Event]] = {}
         """Every key with events not yet handled: being run, or ready."""

@@ -32,6 +32,16 @@ class ScopeModel(_Strict):
     session_id: str | None = None
     turn_id: str | None = None
     graph_id: str | None = None
+    runtime_id: str | None = None
+    channel: str | None = None
+    account: str | None = None
+    chat_id: str | None = None
+    topic_id: str | None = None
+    space_id: str | None = None
+    space_type: str | None = None
+    chat_type: str | None = None
+    sender_id: str | None = None
+    message_id: str | None = None
 
 
 class CorrelationModel(_Strict):
@@ -40,6 +50,8 @@ class CorrelationModel(_Strict):
     parent_span_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{16}$")
     correlation_id: str | None = None
     request_id: str | None = None
+    parent_turn_id: str | None = None
+    reply_to_id: str | None = None
 
 
 class EventModel(_Strict):

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from telemetry_helpers import HarnessFactory
 
+from otel_agentbus.default_mirror import unregister_default_mirror
 from otel_agentbus.runtime.agent_runtime import AgentRuntime
+
+
+@pytest.fixture(autouse=True)
+def _no_default_mirror_across_tests() -> Iterator[None]:
+    """A test's configure() must not make a later test's buses mirror to it."""
+    yield
+    unregister_default_mirror()
 
 
 @pytest.fixture

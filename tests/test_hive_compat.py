@@ -303,8 +303,10 @@ def test_subscribing_before_the_event_loop_runs() -> None:
     assert seen == ["early"]
 
 
-async def test_await_handlers_gives_the_seeds_publish(caplog: pytest.LogCaptureFixture) -> None:
-    hive = EventBus(await_handlers=True)
+async def test_queued_delivery_with_await_handlers_gives_the_seeds_publish(
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    hive = EventBus(queued_delivery=True, await_handlers=True)
     done: list[str] = []
 
     async def slow(event: AgentEvent) -> None:
@@ -324,7 +326,8 @@ async def test_await_handlers_gives_the_seeds_publish(caplog: pytest.LogCaptureF
     await hive.close()
 
 
-async def test_default_publish_does_not_wait_for_handlers(bus: EventBus) -> None:
+async def test_queued_delivery_publish_does_not_wait_for_handlers() -> None:
+    bus = EventBus(queued_delivery=True)  # the project's faster delivery, opted in
     release = asyncio.Event()
     handled: list[AgentEvent] = []
 
@@ -337,6 +340,7 @@ async def test_default_publish_does_not_wait_for_handlers(bus: EventBus) -> None
     assert handled == []
     release.set()
     await until(lambda: len(handled) == 1)
+    await bus.close()
 
 
 async def test_handler_errors_do_not_reach_the_publisher_or_other_handlers(

@@ -1,9 +1,9 @@
-"""Seed 001's AgentRuntime docstring example, nearly verbatim.
+"""Seed 001's AgentRuntime docstring example on the project's own runtime API.
 
-Adapted only where the names must differ: our runtime keeps no storage and calls no LLM
+Adapted where the project's names differ: this runtime keeps no storage and calls no LLM
 itself (``storage_path`` and ``llm`` go), the graph and goal are built here, and the
-test waits for both executions before reading the progress (the example reads it at
-once, which would race the runs).
+test waits for both executions before reading the progress. The example verbatim, on the
+seed's own signatures, is ``test_conformance_hive_001.py`` (``otel_agentbus.compat.hive``).
 """
 
 from __future__ import annotations

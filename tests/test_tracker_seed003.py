@@ -1,4 +1,5 @@
-"""Seed 003's ``StreamDecisionTracker`` docstring example, nearly verbatim, on our tracker."""
+"""Seed 003's ``StreamDecisionTracker`` docstring example on the project's own tracker API
+(the example verbatim, on the seed's signatures, is ``test_conformance_hive_003.py``)."""
 
 from __future__ import annotations
 

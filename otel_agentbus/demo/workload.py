@@ -16,6 +16,24 @@ from typing import Any, Final, Literal
 
 from ..bus import EventBus
 from ..events import Event, Scope, Severity, Source
+from ..kinds import (
+    DECISION_MADE,
+    DECISION_OUTCOME,
+    LLM_DELTA,
+    LLM_REQUEST,
+    LLM_RESPONSE,
+    NODE_LOOP_COMPLETED,
+    NODE_LOOP_FAILED,
+    NODE_LOOP_ITERATION,
+    NODE_LOOP_STARTED,
+    PROBLEM_REPORTED,
+    RUN_CANCELLED,
+    RUN_COMPLETED,
+    RUN_FAILED,
+    RUN_STARTED,
+    TOOL_CALL_COMPLETED,
+    TOOL_CALL_STARTED,
+)
 
 Outcome = Literal["completed", "failed", "cancelled"]
 
@@ -223,17 +241,17 @@ class AgentRun:
         profile, rng = self.plan.profile, self.rng
         call_id = self._next_id("chatcmpl")
         source = Source("llm", profile.model)
-        await self._emit("agent.llm.request", {
+        await self._emit(LLM_REQUEST, {
             "call_id": call_id, "model": profile.model, "provider": profile.provider,
             "temperature": 0.2, "max_tokens": 1024,
         }, node=node, source=source)
         await self._latency(5, 20)  # time to first token
         words = ("Checking", " the", " options", " against", " the", " constraints", "…")
         for chunk in words[: rng.randint(3, len(words))]:
-            await self._emit("agent.llm.delta", {"call_id": call_id, "content": chunk},
+            await self._emit(LLM_DELTA, {"call_id": call_id, "content": chunk},
                              node=node, source=source)
             await self._latency(1, 3)
-        await self._emit("agent.llm.response", {
+        await self._emit(LLM_RESPONSE, {
             "call_id": call_id, "model": profile.model,
             "input_tokens": rng.randint(400, 2400), "output_tokens": rng.randint(20, 320),
             "finish_reasons": [finish],
@@ -243,7 +261,7 @@ class AgentRun:
                       reasoning: str) -> str:
         self.ids.decisions += 1
         decision_id = f"dec_{self.plan.run_id[4:]}_{self.ids.decisions:02d}"
-        await self._emit("agent.decision.made", {
+        await self._emit(DECISION_MADE, {
             "decision_id": decision_id, "intent": intent, "options": list(options),
             "chosen": chosen, "reasoning": reasoning,
         }, node=node)
@@ -257,7 +275,7 @@ class AgentRun:
         call_id = self._next_id("call")
         source = Source("tool", tool)
         self.ids.tool_calls_started += 1
-        await self._emit("agent.tool.call.started", {
+        await self._emit(TOOL_CALL_STARTED, {
             "tool_call_id": call_id, "tool_name": tool,
             "arguments": {"query": self.rng.choice(profile.tasks)[:40]},
         }, node=node, source=source)
@@ -271,7 +289,7 @@ class AgentRun:
             payload |= {"error": profile.tool_error, "error_type": profile.tool_error_type}
         else:
             payload["result"] = {"items": self.rng.randint(1, 12)}
-        await self._emit("agent.tool.call.completed", payload, node=node, source=source,
+        await self._emit(TOOL_CALL_COMPLETED, payload, node=node, source=source,
                          severity=Severity.ERROR if fail else Severity.INFO)
         return not fail
 
@@ -279,7 +297,7 @@ class AgentRun:
     async def execute(self) -> RunResult:
         plan = self.plan
         await asyncio.sleep(self.rng.randint(0, 15) / 1000)  # runs start staggered
-        started = await self._emit("agent.run.started", {
+        started = await self._emit(RUN_STARTED, {
             "input": self.rng.choice(plan.profile.tasks),
         })
         self.trace_id = started.correlation.trace_id
@@ -290,16 +308,16 @@ class AgentRun:
             succeeded = await self._act_node()
             if not succeeded:
                 profile = plan.profile
-                await self._emit("agent.run.failed", {
+                await self._emit(RUN_FAILED, {
                     "error": f"{profile.flaky_tool} failed twice: {profile.tool_error}",
                     "error_type": profile.run_error_type,
                 }, severity=Severity.ERROR)
                 return self._result("failed")
             await self._respond_node()
-            await self._emit("agent.run.completed", {"output": "done"})
+            await self._emit(RUN_COMPLETED, {"output": "done"})
             return self._result("completed")
         except asyncio.CancelledError:
-            await self._emit("agent.run.cancelled", {"reason": "user_cancelled"},
+            await self._emit(RUN_CANCELLED, {"reason": "user_cancelled"},
                              severity=Severity.WARN)
             raise
 
@@ -309,14 +327,14 @@ class AgentRun:
 
     async def _plan_node(self) -> None:
         node = "plan"
-        await self._emit("agent.node.loop.started", {"max_iterations": 1}, node=node)
-        await self._emit("agent.node.loop.iteration", {"iteration": 1}, node=node)
+        await self._emit(NODE_LOOP_STARTED, {"max_iterations": 1}, node=node)
+        await self._emit(NODE_LOOP_ITERATION, {"iteration": 1}, node=node)
         await self._llm_call(node, "stop")
         strategies = ("breadth-first", "cheapest-first", "ask-clarifying-question")
         chosen = strategies[self.rng.randrange(2)]
         await self._decide(node, "choose a strategy", strategies, chosen,
                            f"the request is specific enough for {chosen}")
-        await self._emit("agent.node.loop.completed", {"iterations": 1}, node=node)
+        await self._emit(NODE_LOOP_COMPLETED, {"iterations": 1}, node=node)
 
     async def _act_node(self) -> bool:
         """The tool loop; returns False when the run must fail."""
@@ -329,10 +347,10 @@ class AgentRun:
             flaky_at = iterations
         elif plan.outcome == "cancelled":
             flaky_at = 0  # the user stops it before anything goes wrong
-        await self._emit("agent.node.loop.started", {"max_iterations": max_iterations},
+        await self._emit(NODE_LOOP_STARTED, {"max_iterations": max_iterations},
                          node=node)
         for iteration in range(1, iterations + 1):
-            await self._emit("agent.node.loop.iteration", {"iteration": iteration}, node=node)
+            await self._emit(NODE_LOOP_ITERATION, {"iteration": iteration}, node=node)
             await self._llm_call(node, "tool_calls")
             options = rng.sample(profile.tools, 3)
             chosen = profile.flaky_tool if iteration == flaky_at else options[0]
@@ -346,29 +364,29 @@ class AgentRun:
             ok = await self._tool_call(node, chosen, fail=iteration == flaky_at, slow=slow)
             if not ok:
                 fatal = plan.outcome == "failed"
-                await self._emit("agent.problem.reported", {
+                await self._emit(PROBLEM_REPORTED, {
                     "problem": f"{chosen} failed: {profile.tool_error}",
                     "category": "tool_error", "retrying": not fatal,
                 }, node=node, severity=Severity.ERROR if fatal else Severity.WARN)
                 ok = await self._tool_call(node, chosen, fail=fatal)
-            await self._emit("agent.decision.outcome", {
+            await self._emit(DECISION_OUTCOME, {
                 "decision_id": decision, "success": ok,
                 "summary": "tool returned results" if ok else "gave up after a retry",
             }, node=node)
             if not ok:
-                await self._emit("agent.node.loop.failed", {
+                await self._emit(NODE_LOOP_FAILED, {
                     "error": f"{chosen} kept failing", "error_type": profile.run_error_type,
                 }, node=node, severity=Severity.ERROR)
                 return False
-        await self._emit("agent.node.loop.completed", {"iterations": iterations}, node=node)
+        await self._emit(NODE_LOOP_COMPLETED, {"iterations": iterations}, node=node)
         return True
 
     async def _respond_node(self) -> None:
         node = "respond"
-        await self._emit("agent.node.loop.started", {"max_iterations": 1}, node=node)
-        await self._emit("agent.node.loop.iteration", {"iteration": 1}, node=node)
+        await self._emit(NODE_LOOP_STARTED, {"max_iterations": 1}, node=node)
+        await self._emit(NODE_LOOP_ITERATION, {"iteration": 1}, node=node)
         await self._llm_call(node, "stop")
-        await self._emit("agent.node.loop.completed", {"iterations": 1}, node=node)
+        await self._emit(NODE_LOOP_COMPLETED, {"iterations": 1}, node=node)
 
 
 async def run_workload(
@@ -384,7 +402,7 @@ async def run_workload(
     tasks = [asyncio.create_task(agent.execute(), name=agent.plan.run_id) for agent in agents]
     for agent, task in zip(agents, tasks, strict=True):
         if agent.plan.outcome == "cancelled":
-            bus.subscribe(_canceller(task), kinds="agent.tool.call.started",
+            bus.subscribe(_canceller(task), kinds=TOOL_CALL_STARTED,
                           run_id=agent.plan.run_id, name=f"user-stop {agent.plan.run_id}")
 
     def report(agent: AgentRun) -> Callable[[asyncio.Task[RunResult]], None]:

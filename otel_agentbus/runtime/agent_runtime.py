@@ -20,6 +20,7 @@ from typing import Any
 
 from ..bus import EventBus
 from ..events import Event, EventValidationError, Scope, Source, freeze_json, new_event_id
+from ..kinds import STREAM_STARTED, STREAM_STOPPED
 from ..runs import RunHandle, RunScope, json_safe
 from ..subscription import Handler, Subscription
 from .entry_points import (
@@ -191,7 +192,7 @@ class AgentRuntime:
             self._running = True
             for spec in self._entry_points.values():
                 self._bus.publish_nowait(Event(
-                    "agent.stream.started", {"entry_point": spec.id,
+                    STREAM_STARTED, {"entry_point": spec.id,
                                              "trigger_type": spec.trigger_type},
                     scope=Scope(stream_id=spec.id, agent=self.name),
                     source=Source("runtime", self.name)))
@@ -220,7 +221,7 @@ class AgentRuntime:
             if not self._bus.closed:
                 for spec in self._entry_points.values():
                     self._bus.publish_nowait(Event(
-                        "agent.stream.stopped", {"entry_point": spec.id},
+                        STREAM_STOPPED, {"entry_point": spec.id},
                         scope=Scope(stream_id=spec.id, agent=self.name),
                         source=Source("runtime", self.name)))
 

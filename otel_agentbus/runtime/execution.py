@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from ..bus import EventBus
 from ..events import Event, Severity
+from ..kinds import CLIENT_INPUT_RECEIVED, CLIENT_INPUT_REQUESTED, CLIENT_OUTPUT_DELTA
 from ..runs import RunHandle
 
 
@@ -92,7 +93,7 @@ class InputBroker:
         self._waiting.setdefault(node_id, []).append(waiter)
         self.requested += 1
         try:
-            handle.publish("agent.client.input.requested", {"prompt": prompt}, node_id=node_id)
+            handle.publish(CLIENT_INPUT_REQUESTED, {"prompt": prompt}, node_id=node_id)
             if timeout is None:
                 return await future
             return await asyncio.wait_for(future, timeout)
@@ -110,7 +111,7 @@ class InputBroker:
                 continue
             if waiter.future.done():
                 continue
-            waiter.handle.publish("agent.client.input.received", {"content": content},
+            waiter.handle.publish(CLIENT_INPUT_RECEIVED, {"content": content},
                                   node_id=node_id)
             waiter.future.set_result(content)
             self.delivered += 1
@@ -174,4 +175,4 @@ class ExecutionContext:
 
     def emit_output(self, text: str) -> Event:
         """Stream text to the client (``agent.client.output.delta``, droppable)."""
-        return self.publish("agent.client.output.delta", {"content": text})
+        return self.publish(CLIENT_OUTPUT_DELTA, {"content": text})

@@ -29,7 +29,7 @@ from typing import Any, Literal
 from ..bus import EventBus
 from ..events import Event, Scope, Severity, Source
 from ..filters import make_filter
-from ..kinds import validate_kind
+from ..kinds import CONSTRAINT_VIOLATED, GOAL_ACHIEVED, GOAL_PROGRESS, validate_kind
 from ..runs import RunHandle
 from ..subscription import Subscription
 from .execution import ExecutionResult
@@ -236,7 +236,7 @@ class GoalTracker:
         self.violation_count += 1
         if constraint.hard:
             self.hard_violations += 1
-        self._publish("agent.constraint.violated",
+        self._publish(CONSTRAINT_VIOLATED,
                       {k: v for k, v in record.items() if k != "time"}
                       | {"goal_id": self.goal.id}, scope,
                       Severity.ERROR if constraint.hard else Severity.WARN)
@@ -245,14 +245,14 @@ class GoalTracker:
         if not changed:
             return
         report = self.progress()
-        self._publish("agent.goal.progress",
+        self._publish(GOAL_PROGRESS,
                       {"goal_id": self.goal.id, "progress": report["overall_progress"],
                        "criteria_status": {cid: {"progress": s["progress"], "met": s["met"]}
                                            for cid, s in report["criteria_status"].items()}},
                       scope)
         if not self.achieved and report["achieved"]:
             self.achieved = True
-            self._publish("agent.goal.achieved",
+            self._publish(GOAL_ACHIEVED,
                           {"goal_id": self.goal.id, "progress": report["overall_progress"]},
                           scope)
 

@@ -30,6 +30,13 @@ from typing import Any, Final, Literal
 from opentelemetry import context as otel_context
 
 from ..events import Severity
+from ..kinds import (
+    NODE_LOOP_COMPLETED,
+    NODE_LOOP_FAILED,
+    NODE_LOOP_ITERATION,
+    NODE_LOOP_STARTED,
+    NODE_STALLED,
+)
 from ..tracecontext import context_of
 from .execution import ExecutionContext
 
@@ -214,7 +221,7 @@ class Graph:
     async def _run_node(self, ctx: ExecutionContext, node: Node,
                         state: dict[str, Any]) -> Any:
         run = ctx.run
-        run.publish("agent.node.loop.started", {"max_iterations": node.max_iterations},
+        run.publish(NODE_LOOP_STARTED, {"max_iterations": node.max_iterations},
                     node_id=node.id)
         ctx.node_id = node.id
         iteration = 0
@@ -223,7 +230,7 @@ class Graph:
             while True:
                 iteration += 1
                 ctx.iteration = iteration
-                started = run.publish("agent.node.loop.iteration", {"iteration": iteration},
+                started = run.publish(NODE_LOOP_ITERATION, {"iteration": iteration},
                                       node_id=node.id)
                 # The iteration span is current while the node runs (attached and
                 # detached in this frame), so plain OpenTelemetry spans nest under it.
@@ -237,7 +244,7 @@ class Graph:
                 if result is not CONTINUE:
                     break
                 if iteration >= node.max_iterations:
-                    run.publish("agent.node.stalled",
+                    run.publish(NODE_STALLED,
                                 {"iterations": iteration, "max_iterations": node.max_iterations,
                                  "reason": "max_iterations reached"},
                                 node_id=node.id, severity=Severity.WARN)
@@ -247,7 +254,7 @@ class Graph:
                     result = None
                     break
         except Exception as error:
-            run.publish("agent.node.loop.failed",
+            run.publish(NODE_LOOP_FAILED,
                         {"error": str(error) or type(error).__name__,
                          "error_type": type(error).__name__, "iterations": iteration},
                         node_id=node.id, severity=Severity.ERROR)
@@ -255,5 +262,5 @@ class Graph:
         finally:
             ctx.node_id = None
             ctx.iteration = None
-        run.publish("agent.node.loop.completed", {"iterations": iteration}, node_id=node.id)
+        run.publish(NODE_LOOP_COMPLETED, {"iterations": iteration}, node_id=node.id)
         return result

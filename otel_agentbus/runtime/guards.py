@@ -21,13 +21,22 @@ from typing import Any, Final
 
 from ..bus import BusClosedError, EventBus
 from ..events import Event, Scope, Severity, Source, thaw_json
+from ..kinds import (
+    COMPACTION_CIRCUIT_OPENED,
+    CONTEXT_COMPRESSED,
+    DOOM_LOOP_DETECTED,
+    RUN_CANCELLED,
+    RUN_COMPLETED,
+    RUN_FAILED,
+    TOOL_CALL_STARTED,
+)
 from ..runs import current_run
 from ..subscription import Subscription
 from .invocation import Control
 
 logger = logging.getLogger("otel_agentbus.runtime.guards")
 
-RUN_END_KINDS: Final = ("agent.run.completed", "agent.run.failed", "agent.run.cancelled")
+RUN_END_KINDS: Final = (RUN_COMPLETED, RUN_FAILED, RUN_CANCELLED)
 DOOM_LOOP_REASON: Final = "doom_loop"
 COMPACTION_REASON: Final = "compaction_circuit_open"
 
@@ -158,12 +167,12 @@ class DoomLoopDetector(_Guard):
         self._runs: OrderedDict[str, _LoopState] = OrderedDict()
         if subscribe:
             self.subscription = bus.subscribe(
-                self._on_event, kinds=("agent.tool.call.started", *RUN_END_KINDS),
+                self._on_event, kinds=(TOOL_CALL_STARTED, *RUN_END_KINDS),
                 name="doom-loop-detector", buffer=4096,
             )
 
     def _on_event(self, event: Event) -> None:
-        if event.kind != "agent.tool.call.started":
+        if event.kind != TOOL_CALL_STARTED:
             self.forget(event.scope.run_id or "")
             return
         payload = event.payload
@@ -215,7 +224,7 @@ class DoomLoopDetector(_Guard):
         }
         if tool_call_id:
             payload["tool_call_id"] = tool_call_id  # the call that completed the loop
-        event = self._publish("agent.doom_loop.detected", payload,
+        event = self._publish(DOOM_LOOP_DETECTED, payload,
                               scope or Scope(run_id=run_id or None))
         logger.warning("doom loop in run %s: %s of %s x%d", run_id, pattern, names,
                        self.threshold)
@@ -290,13 +299,13 @@ class CompactionBreaker(_Guard):
         self.opened = 0
         if subscribe:
             self.subscription = bus.subscribe(
-                self._on_event, kinds=("agent.context.compressed", *RUN_END_KINDS),
+                self._on_event, kinds=(CONTEXT_COMPRESSED, *RUN_END_KINDS),
                 name="compaction-breaker", buffer=4096,
             )
 
     def _on_event(self, event: Event) -> None:
         run_id = event.scope.run_id or ""
-        if event.kind != "agent.context.compressed":
+        if event.kind != CONTEXT_COMPRESSED:
             self.forget(run_id)
             return
         payload = event.payload
@@ -362,7 +371,7 @@ class CompactionBreaker(_Guard):
         }
         if last_error is not None:
             payload["last_error"] = last_error
-        self._publish("agent.compaction.circuit_opened", payload, reported_scope)
+        self._publish(COMPACTION_CIRCUIT_OPENED, payload, reported_scope)
         logger.warning("compaction circuit opened for run %s after %d failures", key or "-",
                        failures)
         if stopping:

@@ -21,6 +21,7 @@ import contextlib
 import inspect
 import logging
 import threading
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -247,49 +248,105 @@ AgentFunction = Callable[[Any, SessionContext, Control], Awaitable[T] | T]
 EventHandler = Callable[[Event, SessionContext, Control], Awaitable[object] | object]
 
 
-class ListenerHandle:
-    """A running ``on`` listener (seed 002's ``InvocationHandle``, plus ``wait``)."""
+class _Listener:
+    """What a running ``on`` listener's callbacks share.
+
+    It holds no reference to its :class:`ListenerHandle`: the subscription and the handler
+    tasks keep this object alive, not the handle, so dropping the handle can stop it.
+    """
 
     def __init__(self, control: Control) -> None:
         self.control = control
+        self.loop = asyncio.get_running_loop()
         self.subscription: Subscription | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._stopped = False
-        self._finished = asyncio.get_running_loop().create_future()
-        self._remove_cancel: Callable[[], None] = lambda: None
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.stopped = False
+        self.finished: asyncio.Future[None] = self.loop.create_future()
+        self.remove_cancel: Callable[[], None] = lambda: None
         self.handled = 0
         self.failed = 0
 
-    def abort(self) -> None:
-        """Stop now: no further handler call; running handler calls are cancelled."""
-        self._stop()
-
-    def _stop(self, reason: str = "aborted") -> None:
-        if self._stopped:
+    def stop(self, reason: str = "aborted") -> None:
+        if self.stopped:
             return
-        self._stopped = True
-        self._remove_cancel()
+        self.stopped = True
+        self.remove_cancel()
         if self.subscription is not None:
             self.subscription.close()
-        for task in list(self._tasks):
+        for task in list(self.tasks):
             task.cancel()
-        self._check_finished()
+        self.check_finished()
 
-    def _check_finished(self) -> None:
+    def check_finished(self) -> None:
         sub = self.subscription
-        if ((self._stopped or (sub is not None and sub.done)) and not self._tasks
-                and not self._finished.done()):
-            self._finished.set_result(None)
+        if ((self.stopped or (sub is not None and sub.done)) and not self.tasks
+                and not self.finished.done()):
+            self.finished.set_result(None)
+
+
+def _stop_dropped(listener: _Listener) -> None:
+    """The handle was garbage-collected: stop its listener, on the listener's own loop."""
+    if _running_loop() is listener.loop:
+        listener.stop("dropped")
+    else:  # collected on another thread, or after its loop closed (nothing left to stop)
+        with contextlib.suppress(RuntimeError):
+            listener.loop.call_soon_threadsafe(listener.stop, "dropped")
+
+
+class ListenerHandle:
+    """A running ``on`` listener (seed 002's ``InvocationHandle``, plus ``wait``).
+
+    As in the seed, the handle owns the listener: ``abort()``, ``close()``, leaving a
+    ``with`` block, or dropping the last reference to the handle stops it (no handler call
+    after that; running calls are cancelled). Keep the handle while you want events.
+    """
+
+    def __init__(self, listener: _Listener) -> None:
+        self._listener = listener
+        finalizer = weakref.finalize(self, _stop_dropped, listener)
+        finalizer.atexit = False  # at interpreter exit the loop is gone already
+
+    @property
+    def control(self) -> Control:
+        return self._listener.control
+
+    @property
+    def subscription(self) -> Subscription | None:
+        return self._listener.subscription
+
+    @property
+    def handled(self) -> int:
+        """Handler calls that returned."""
+        return self._listener.handled
+
+    @property
+    def failed(self) -> int:
+        """Handler calls that raised (logged; the listener goes on)."""
+        return self._listener.failed
+
+    def abort(self) -> None:
+        """Stop now: no further handler call; running handler calls are cancelled."""
+        self._listener.stop()
+
+    def close(self) -> None:
+        """The same as :meth:`abort` (the name Python code reaches for)."""
+        self._listener.stop("closed")
 
     @property
     def is_finished(self) -> bool:
         """True once the listener has stopped and no handler call is running."""
-        self._check_finished()
-        return self._finished.done()
+        self._listener.check_finished()
+        return self._listener.finished.done()
 
     async def wait(self) -> None:
         """Until the listener finishes (aborted, cancelled, or its bus closed)."""
-        await asyncio.shield(self._finished)
+        await asyncio.shield(self._listener.finished)
+
+    def __enter__(self) -> ListenerHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class Invocation:
@@ -456,49 +513,50 @@ class Invocation:
         ``kind``: one kind, several, or ``ANY``/``None`` for all; ``filters`` are the bus's
         (``kind_prefix``, ``run_id``, ``session_id``, ``agent``, ...). Handler calls run
         concurrently, at most ``control.concurrency_limit`` at once. The listener stops on
-        ``handle.abort()``, ``control.cancel()`` or when the bus closes.
+        ``handle.abort()`` / ``handle.close()``, when the handle is dropped (garbage
+        collected), on ``control.cancel()`` or when the bus closes.
         """
         control = Control() if control is None else control
-        handle = ListenerHandle(control)
+        listener = _Listener(control)
         loop = asyncio.get_running_loop()
         kinds = None if kind is None or kind == ANY else kind
 
         def finished(task: asyncio.Task[None]) -> None:
-            handle._tasks.discard(task)
+            listener.tasks.discard(task)
             control._release()
-            handle._check_finished()
+            listener.check_finished()
 
         async def call(event: Event) -> None:
             try:
                 result = handler(event, SessionContext.of(event), control)
                 if inspect.isawaitable(result):
                     await result
-                handle.handled += 1
+                listener.handled += 1
             except asyncio.CancelledError:
                 raise
             except Exception:
-                handle.failed += 1
+                listener.failed += 1
                 logger.exception("listener handler %r failed on %s (seq %s)", handler,
                                  event.kind, event.seq)
 
         async def dispatch(event: Event) -> None:
-            if handle._stopped or control.is_cancelled:
+            if listener.stopped or control.is_cancelled:
                 return
             try:
                 await control._acquire()
             except InvocationCancelled:
                 return
-            if handle._stopped:
+            if listener.stopped:
                 control._release()
                 return
             task = loop.create_task(call(event), name=f"otel-agentbus:on:{event.kind}")
-            handle._tasks.add(task)
+            listener.tasks.add(task)
             task.add_done_callback(finished)
 
-        handle.subscription = self.bus.subscribe(
+        listener.subscription = self.bus.subscribe(
             dispatch, kinds=kinds, buffer=buffer, backpressure=backpressure,
             name=f"on:{kind}", **filters,
         )
-        handle.subscription._done.add_done_callback(lambda _f: handle._check_finished())
-        handle._remove_cancel = control._on_cancel(handle._stop)
-        return handle
+        listener.subscription.finished.add_done_callback(lambda _f: listener.check_finished())
+        listener.remove_cancel = control._on_cancel(listener.stop)
+        return ListenerHandle(listener)

@@ -26,6 +26,15 @@ from opentelemetry import trace
 
 from ..bus import BusClosedError, EventBus
 from ..events import Event, Scope, Severity, Source
+from ..kinds import (
+    DECISION_MADE,
+    DECISION_OUTCOME,
+    PROBLEM_REPORTED,
+    RUN_CANCELLED,
+    RUN_COMPLETED,
+    RUN_FAILED,
+    RUN_STARTED,
+)
 from ..runs import json_safe
 from .tracker_store import (
     Decision,
@@ -172,7 +181,7 @@ class DecisionTracker:
                     payload["input"] = json_safe(dict(input_data))
                 if traceparent:
                     payload["traceparent"] = traceparent
-                started = self._publish("agent.run.started", payload, scope)
+                started = self._publish(RUN_STARTED, payload, scope)
                 if started is not None:
                     run.trace_id = started.correlation.trace_id
                     run.span_id = started.correlation.span_id
@@ -212,14 +221,14 @@ class DecisionTracker:
                 if run.status is RunStatus.COMPLETED:
                     if output_data is not None:
                         payload["output"] = json_safe(dict(output_data))
-                    self._publish("agent.run.completed", payload, active.scope)
+                    self._publish(RUN_COMPLETED, payload, active.scope)
                 elif run.status is RunStatus.CANCELLED:
                     payload["reason"] = narrative or "cancelled"
-                    self._publish("agent.run.cancelled", payload, active.scope, Severity.WARN)
+                    self._publish(RUN_CANCELLED, payload, active.scope, Severity.WARN)
                 else:
                     payload["error"] = narrative or "the run did not achieve its goal"
                     payload["error_type"] = "RunUnsuccessful"
-                    self._publish("agent.run.failed", payload, active.scope, Severity.ERROR)
+                    self._publish(RUN_FAILED, payload, active.scope, Severity.ERROR)
             self._store("run_ended", run.copy())
         logger.debug("ended run %s in stream %s: %s", execution_id, self.stream_id, run.status)
 
@@ -281,7 +290,7 @@ class DecisionTracker:
                 payload["context"] = json_safe(dict(context))
             if tool_call_id:
                 payload["tool_call_id"] = tool_call_id
-            self._publish("agent.decision.made", payload, active.scope._replace(node_id=node))
+            self._publish(DECISION_MADE, payload, active.scope._replace(node_id=node))
             self._store("decision_made", decision)
         return decision_id
 
@@ -330,7 +339,7 @@ class DecisionTracker:
                 payload["state_changes"] = json_safe(dict(state_changes))
             if tool_call_id:
                 payload["tool_call_id"] = tool_call_id
-            self._publish("agent.decision.outcome", payload,
+            self._publish(DECISION_OUTCOME, payload,
                           active.scope._replace(node_id=decision.node_id),
                           Severity.INFO if success else Severity.WARN)
             self._store("outcome_recorded", execution_id, decision_id, outcome)
@@ -369,7 +378,7 @@ class DecisionTracker:
                                ("tool_call_id", tool_call_id)):
                 if value is not None:
                     payload[key] = value
-            self._publish("agent.problem.reported", payload, active.scope._replace(node_id=node),
+            self._publish(PROBLEM_REPORTED, payload, active.scope._replace(node_id=node),
                           _PROBLEM_SEVERITY.get(str(severity).lower(), Severity.WARN))
             self._store("problem_reported", problem)
         return problem_id

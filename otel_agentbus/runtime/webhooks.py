@@ -29,7 +29,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 from ..bus import EventBus
 from ..events import Event, Scope, Source
-from ..telemetry.content import is_secret_key
+from ..kinds import WEBHOOK_RECEIVED
+from ..payload import is_secret_key
 from ..tracecontext import traceparent_from
 from .execution import ExecutionRejectedError, RuntimeNotRunningError
 
@@ -329,7 +330,7 @@ class WebhookServer:
         self.replayed += replayed
         if self._bus is not None and not self._bus.closed:
             self._bus.publish_nowait(Event(
-                "agent.webhook.received",
+                WEBHOOK_RECEIVED,
                 {"entry_point": route.entry_point, "path": split.path, "method": method,
                  "headers": request.headers, "query": request.query,
                  "execution_id": execution_id, "replayed": replayed, "body_bytes": length,

@@ -234,6 +234,9 @@ class Telemetry:
         if self._shut_down:
             return True
         self._shut_down = True
+        from ..default_mirror import unregister_default_mirror
+
+        unregister_default_mirror(self.mirror)  # new buses stop mirroring to it
         self.mirror.shutdown()
         limit = self.shutdown_timeout if timeout is None else timeout
         if not self.owns_providers:
@@ -274,6 +277,7 @@ def configure(
     shutdown_timeout: float = 5.0,
     bus: EventBus | None = None,
     signal_handlers: bool = True,
+    mirror_new_buses: bool = True,
 ) -> Telemetry:
     """Set up tracing, metrics and (with ``logs=True``) logs for the mirror.
 
@@ -285,6 +289,9 @@ def configure(
     (``DEFAULT_SPAN_QUEUE``, ``DEFAULT_EXPORT_BATCH``; ``OTEL_BSP_*`` override them) and,
     over OTLP/gRPC, with up to ``EXPORTS_IN_FLIGHT`` exports at once.
     ``signal_handlers`` shuts telemetry down on SIGTERM (see :mod:`.signals`).
+    ``mirror_new_buses``: every ``EventBus`` created from now on mirrors to this telemetry
+    (as a tracer from the global provider would); ``bus=`` and ``attach()`` still work
+    with it off. ``shutdown()`` ends it.
     """
     if shutdown_timeout <= 0:
         raise ConfigurationError(f"shutdown_timeout must be > 0, got {shutdown_timeout!r}")
@@ -383,6 +390,10 @@ def configure(
         from .signals import install_signal_handlers
 
         install_signal_handlers(telemetry, replace=False)
+    if mirror_new_buses:
+        from ..default_mirror import register_default_mirror
+
+        register_default_mirror(mirror)
     if bus is not None:
         telemetry.attach(bus)
     return telemetry

@@ -18,6 +18,13 @@ from typing import Any, Final
 
 from opentelemetry.util.types import AttributeValue
 
+# The secret-key rule is core's (``otel_agentbus.payload``); re-exported here for callers
+# that import it from this module.
+from ..payload import REDACTED as REDACTED
+from ..payload import SECRET_KEYS as SECRET_KEYS
+from ..payload import Leaves, Walk, walker
+from ..payload import is_secret_key as is_secret_key
+
 CAPTURE_ENV: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 LENGTH_ENV: Final = "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT"
 COUNT_ENV: Final = "OTEL_ATTRIBUTE_COUNT_LIMIT"
@@ -42,13 +49,6 @@ CONTENT_KEYS: Final = frozenset({
 })
 """Payload keys that hold conversation content: exported only when capture is on."""
 
-SECRET_KEYS: Final = frozenset({
-    "api_key", "apikey", "authorization", "cookie", "password", "passwd", "secret",
-    "set-cookie", "token", "access_token", "refresh_token", "client_secret",
-    "x-hub-signature", "x-hub-signature-256", "private_key",
-})
-"""Keys whose values never leave the process, capture or not."""
-REDACTED: Final = "[redacted]"
 
 
 class CaptureMode(enum.StrEnum):
@@ -90,14 +90,6 @@ def capture_mode_from_env() -> CaptureMode:
         raise ValueError(
             f"{CAPTURE_ENV}={raw!r}: expected one of {[m.value for m in CaptureMode]}"
         ) from None
-
-
-@functools.lru_cache(maxsize=4096)
-def is_secret_key(key: str) -> bool:
-    """Whether the value under ``key`` is a secret (asked for every key of every payload
-    converted or exported: the same few keys again and again, hence the cache)."""
-    lowered = key.lower()
-    return lowered in SECRET_KEYS or lowered.endswith(("_token", "_secret", "_password"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,33 +143,8 @@ class ContentPolicy:
                 return [self.text(item) for item in value]
             if all(type(item) in (int, float) for item in value):
                 return list(value)
-        scrubbed = self._scrub(value, in_content, 0)
+        scrubbed = (_redact_secrets if in_content else _scrubber(self))(value)
         return self.text(json.dumps(scrubbed, ensure_ascii=False, default=str))
-
-    def _scrub(self, value: Any, in_content: bool, depth: int) -> Any:
-        if depth > 64:
-            return "[too deep]"
-        if isinstance(value, Mapping):
-            out: dict[str, Any] = {}
-            for raw_key, item in value.items():
-                key = str(raw_key)
-                if is_secret_key(key):
-                    out[key] = REDACTED
-                    continue
-                if not in_content and key in self.content_keys:
-                    if not self.content_on_spans:
-                        continue
-                    if self.redact is not None:
-                        item = self.redact(key, item)
-                        if item is None:
-                            continue
-                    out[key] = self._scrub(item, True, depth + 1)
-                    continue
-                out[key] = self._scrub(item, in_content, depth + 1)
-            return out
-        if isinstance(value, list | tuple):
-            return [self._scrub(item, in_content, depth + 1) for item in value]
-        return value
 
     def text(self, value: str) -> str:
         """``value`` cut to the length limit, lone surrogates replaced by ``?`` (the OTLP
@@ -213,3 +180,35 @@ class ContentPolicy:
                 out[name] = self.value(item)
         return out
 
+
+def _scrubber(policy: ContentPolicy) -> Walk:
+    """The scrubbing walker for ``policy``, built once per policy (a policy whose redactor
+    cannot be hashed gets a new one per call)."""
+    try:
+        return _cached_scrubber(policy)
+    except TypeError:
+        return _build_scrubber(policy)
+
+
+def _build_scrubber(policy: ContentPolicy) -> Walk:
+    """The walker that scrubs data for export under ``policy``: secrets at any depth
+    become ``[redacted]``; content keys nested in ordinary data follow the capture switch
+    and the policy's redactor (below one, only the secret-key rule applies)."""
+
+    def entry(key: str, item: Any) -> tuple[Any, bool] | None:
+        if key not in policy.content_keys:
+            return item, True
+        if not policy.content_on_spans:
+            return None
+        if policy.redact is not None:
+            item = policy.redact(key, item)
+            if item is None:
+                return None
+        return item, False
+
+    return walker(Leaves.KEEP, redact=True, entry_rule=entry)
+
+
+_cached_scrubber = functools.lru_cache(maxsize=64)(_build_scrubber)
+_redact_secrets = walker(Leaves.KEEP, redact=True)
+"""Inside content: only the secret-key rule applies."""

@@ -22,6 +22,7 @@ from opentelemetry.util.types import AttributeValue
 
 from .. import semconv as sc
 from ..events import Event
+from ..kinds import CONSTRAINT_VIOLATED, DOOM_LOOP_DETECTED
 
 if TYPE_CHECKING:
     from ..bus import EventBus
@@ -163,9 +164,9 @@ class MirrorMetrics:
 
     def other_event(self, event: Event) -> None:
         kind = event.kind
-        if kind == "agent.constraint.violated":
+        if kind == CONSTRAINT_VIOLATED:
             self._add(self.violations, 1, {sc.GEN_AI_AGENT_NAME: event.scope.agent or ""}, None)
-        elif kind == "agent.doom_loop.detected":
+        elif kind == DOOM_LOOP_DETECTED:
             self._add(self.doom_loops, 1, {sc.GEN_AI_AGENT_NAME: event.scope.agent or ""}, None)
 
     def observe_export(self, counts: Callable[[], tuple[int, ...]]) -> None:

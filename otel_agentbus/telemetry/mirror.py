@@ -28,10 +28,41 @@ from opentelemetry.util.types import AttributeValue
 from .. import semconv as sc
 from ..events import (
     EMPTY_CORRELATION,
+    EMPTY_SCOPE,
     Correlation,
     Event,
+    Scope,
     _set_correlation,
     _set_span_context,
+)
+from ..kinds import (
+    CHAT_TEXT_DELTA,
+    CHAT_TOOL_CALL_ARGUMENTS_DELTA,
+    CLIENT_OUTPUT_DELTA,
+    CONTEXT_BUILT,
+    DECISION_MADE,
+    DECISION_OUTCOME,
+    LLM_DELTA,
+    LLM_FAILED,
+    LLM_REASONING_DELTA,
+    LLM_REQUEST,
+    LLM_RESPONSE,
+    LLM_TOOL_CALL_COMPLETED,
+    LLM_TOOL_CALL_DELTA,
+    LLM_TOOL_CALL_STARTED,
+    LLM_USAGE,
+    NODE_INTERNAL_OUTPUT,
+    NODE_LOOP_COMPLETED,
+    NODE_LOOP_FAILED,
+    NODE_LOOP_ITERATION,
+    NODE_LOOP_STARTED,
+    PROBLEM_REPORTED,
+    RUN_CANCELLED,
+    RUN_COMPLETED,
+    RUN_FAILED,
+    RUN_STARTED,
+    TOOL_CALL_COMPLETED,
+    TOOL_CALL_STARTED,
 )
 from .content import ContentPolicy
 from .metrics import MirrorMetrics
@@ -48,6 +79,35 @@ _new_correlation = tuple.__new__
 
 
 _MAX_CACHED_TOOLS: Final = 1024
+
+_NO_PUBLISHER_IDS: Final = EMPTY_CORRELATION[3:]
+"""The correlation fields a publisher sets (all but the trace context), all unset."""
+_ROUTING_START: Final = 7
+"""Index of ``Scope.runtime_id``: the routing fields (seed 004) come last in a Scope."""
+_NO_ROUTING: Final = EMPTY_SCOPE[_ROUTING_START:]
+_ROUTING_ATTRIBUTES: Final = tuple(zip(
+    Scope._fields[_ROUTING_START:],
+    (sc.RUNTIME_ID, sc.CHANNEL_NAME, sc.CHANNEL_ACCOUNT, sc.CHAT_ID, sc.CHAT_TOPIC_ID,
+     sc.SPACE_ID, sc.SPACE_TYPE, sc.CHAT_TYPE, sc.SENDER_ID, sc.MESSAGE_ID),
+    strict=True,
+))
+
+
+def routing_attributes(event: Event, into: dict[str, AttributeValue],
+                       text: Callable[[str], str]) -> None:
+    """Add the event's routing scope (channel, chat, sender, ...) and its turn and reply
+    correlation as ``agentbus.*`` attributes; nothing when it has none (the usual case)."""
+    scope = event.scope
+    if scope[_ROUTING_START:] != _NO_ROUTING:
+        for field_name, attribute in _ROUTING_ATTRIBUTES:
+            value = getattr(scope, field_name)
+            if value is not None:
+                into[attribute] = text(value)
+    correlation = event.correlation
+    if correlation.parent_turn_id is not None:
+        into[sc.PARENT_TURN_ID] = text(correlation.parent_turn_id)
+    if correlation.reply_to_id is not None:
+        into[sc.REPLY_TO_ID] = text(correlation.reply_to_id)
 
 
 class OpenSpan:
@@ -99,7 +159,7 @@ class OpenSpan:
         self.trace_hex = trace_hex
         # Built once: every event stamped with this span shares it.
         self.correlation = _new_correlation(
-            Correlation, (trace_hex, span_hex, parent_hex, None, None))
+            Correlation, (trace_hex, span_hex, parent_hex, None, None, None, None))
         self.chunks = 0
         self.reasoning_chunks = 0
         self.first_chunk_ns = 0
@@ -193,30 +253,32 @@ class TelemetryMirror:
         self.events_recorded = 0
         self.events_unattached = 0
         self._dispatch: dict[str, Callable[[Event], None]] = {
-            "agent.run.started": self._run_started,
-            "agent.run.completed": self._run_completed,
-            "agent.run.failed": self._run_failed,
-            "agent.run.cancelled": self._run_cancelled,
-            "agent.node.loop.started": self._node_started,
-            "agent.node.loop.iteration": self._node_iteration,
-            "agent.node.loop.completed": self._node_completed,
-            "agent.node.loop.failed": self._node_failed,
-            "agent.llm.request": self._llm_request,
-            "agent.llm.response": self._llm_response,
-            "agent.llm.failed": self._llm_failed,
-            "agent.llm.delta": self._llm_delta,
-            "agent.llm.reasoning.delta": self._llm_reasoning_delta,
-            "agent.llm.usage": self._llm_usage,
-            "agent.tool.call.started": self._tool_started,
-            "agent.tool.call.completed": self._tool_completed,
-            "agent.decision.made": self._decision,
-            "agent.decision.outcome": self._outcome,
-            "agent.problem.reported": self._problem,
+            RUN_STARTED: self._run_started,
+            RUN_COMPLETED: self._run_completed,
+            RUN_FAILED: self._run_failed,
+            RUN_CANCELLED: self._run_cancelled,
+            NODE_LOOP_STARTED: self._node_started,
+            NODE_LOOP_ITERATION: self._node_iteration,
+            NODE_LOOP_COMPLETED: self._node_completed,
+            NODE_LOOP_FAILED: self._node_failed,
+            LLM_REQUEST: self._llm_request,
+            LLM_RESPONSE: self._llm_response,
+            LLM_FAILED: self._llm_failed,
+            LLM_DELTA: self._llm_delta,
+            LLM_REASONING_DELTA: self._llm_reasoning_delta,
+            LLM_USAGE: self._llm_usage,
+            TOOL_CALL_STARTED: self._tool_started,
+            TOOL_CALL_COMPLETED: self._tool_completed,
+            DECISION_MADE: self._decision,
+            DECISION_OUTCOME: self._outcome,
+            PROBLEM_REPORTED: self._problem,
         }
         self._aggregated = frozenset({
-            "agent.llm.tool_call.started", "agent.llm.tool_call.delta",
-            "agent.llm.tool_call.completed", "agent.client.output.delta",
-            "agent.node.internal_output", "agent.context.built",
+            LLM_TOOL_CALL_STARTED, LLM_TOOL_CALL_DELTA,
+            LLM_TOOL_CALL_COMPLETED, CLIENT_OUTPUT_DELTA,
+            NODE_INTERNAL_OUTPUT, CONTEXT_BUILT,
+            # A provider's chat stream (seed 002) streams as finely as LLM deltas do.
+            CHAT_TEXT_DELTA, CHAT_TOOL_CALL_ARGUMENTS_DELTA,
         })
 
     # ------------------------------------------------------------------ hook
@@ -236,29 +298,30 @@ class TelemetryMirror:
         if event.kind in self._aggregated:
             span.chunks += 1
             return
-        self._add_event(span, event.kind, event, self._content.payload_attributes(
-            event.payload, "agentbus."))
+        attributes = self._content.payload_attributes(event.payload, "agentbus.")
+        routing_attributes(event, attributes, self._content.text)
+        self._add_event(span, event.kind, event, attributes)
         if self._metrics is not None:
             self._metrics.other_event(event)
 
     # ---------------------------------------------------------------- helpers
     def _stamp(self, event: Event, span: OpenSpan) -> None:
         old = event.correlation
-        if old is EMPTY_CORRELATION or not (old.correlation_id or old.request_id):
+        if old is EMPTY_CORRELATION or old[3:] == _NO_PUBLISHER_IDS:
             _set_correlation(event, span.correlation)  # what _stamp_correlation does
             _set_span_context(event, span.context)
-        else:
-            event._stamp_correlation(span.correlation._replace(
-                correlation_id=old.correlation_id, request_id=old.request_id), span.context)
+        else:  # keep the ids the publisher set; only the trace context is ours
+            event._stamp_correlation(_new_correlation(
+                Correlation, (*span.correlation[:3], *old[3:])), span.context)
 
     def _stamp_from_context(self, event: Event) -> None:
         context = trace.get_current_span().get_span_context()
         if context.is_valid:
             old = event.correlation
-            event._stamp_correlation(Correlation(
+            event._stamp_correlation(_new_correlation(Correlation, (
                 format(context.trace_id, "032x"), format(context.span_id, "016x"), None,
-                old.correlation_id, old.request_id,
-            ), context)
+                *old[3:],
+            )), context)
 
     def _child(
         self, name: str, kind: SpanKind, parent: OpenSpan | None, start_ns: int,
@@ -348,6 +411,9 @@ class TelemetryMirror:
             attributes[sc.STREAM_ID] = text(scope.stream_id)
         if scope.graph_id:
             attributes[sc.GRAPH_ID] = text(scope.graph_id)
+        if scope.turn_id:
+            attributes[sc.TURN_ID] = text(scope.turn_id)
+        routing_attributes(event, attributes, text)
         name = f"{sc.OP_INVOKE_AGENT} {agent}"
         parent = self._parent_of_run(event)
         trace_id = parent.trace_id if parent is not None else _getrandbits(128)

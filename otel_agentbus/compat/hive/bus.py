@@ -10,10 +10,15 @@ Every ``AgentEvent`` becomes an :class:`otel_agentbus.Event` of the matching kin
 mirror turns executions into ``invoke_agent`` spans, node loops into node and iteration
 spans, tool calls into ``execute_tool`` spans. Handlers get ``AgentEvent`` objects back.
 
-Where it differs from the seed: ``publish`` queues the event for each handler and returns
-(the seed awaits every handler inside ``publish``); pass ``await_handlers=True`` for the
-seed's behaviour. ``subscribe`` may be called before the event loop runs; such
-subscriptions start at the first ``publish``/``wait_for``.
+Delivery is the seed's by default: ``publish`` runs the matching handlers concurrently
+and returns once they have all run; handlers of different publishes may overlap (also
+one handler with itself); at most ``max_concurrent_handlers`` run at once. Events
+published on the underlying bus directly reach the handlers too (delivered the same way,
+from one background subscription). ``queued_delivery=True`` opts in to the project's
+faster delivery: each subscription gets its events in publish order from its own queue
+on the underlying bus and ``publish`` returns once the event is queued (with
+``await_handlers=True`` too: once they ran). ``subscribe`` may be called before the
+event loop runs.
 """
 
 from __future__ import annotations
@@ -26,17 +31,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-from ..bus import EventBus as CoreBus
-from ..events import Correlation, Event, Scope, Source, thaw_json
-from ..instrument import json_data
-from ..kinds import HIVE_TYPE_TO_KIND, KNOWN_KINDS
-from ..subscription import Subscription as CoreSubscription
-from ..subscription import in_handler
-
-if TYPE_CHECKING:  # telemetry= is only attached (.attach()): no SDK import at runtime
-    from ..telemetry.config import Telemetry
+from ...bus import EventBus as CoreBus
+from ...default_mirror import MirrorTarget
+from ...events import Correlation, Event, Scope, Source, thaw_json
+from ...instrument import json_data
+from ...kinds import HIVE_TYPE_TO_KIND, KNOWN_KINDS
+from ...subscription import Subscription as CoreSubscription
+from ...subscription import in_handler
 
 __all__ = ["AgentEvent", "EventBus", "EventHandler", "EventType", "Subscription"]
 
@@ -148,9 +151,10 @@ class EventBus:
     """Hive's pub/sub event bus, over :class:`otel_agentbus.EventBus`.
 
     ``bus`` is the underlying bus (``.bus``; made for you by default): attach telemetry to
-    it with ``telemetry=`` or ``configure(...).attach(hive_bus.bus)``. Each subscription
-    gets its events in publish order, from its own queue; at most
+    it with ``telemetry=`` or ``configure(...).attach(hive_bus.bus)``. At most
     ``max_concurrent_handlers`` handlers run at once across all subscriptions.
+    ``queued_delivery`` (not in the seed): per-subscription queues instead of running the
+    handlers inside ``publish`` (see the module docstring).
     """
 
     def __init__(
@@ -159,7 +163,8 @@ class EventBus:
         max_concurrent_handlers: int = 10,
         *,
         bus: CoreBus | None = None,
-        telemetry: Telemetry | None = None,
+        telemetry: MirrorTarget | None = None,
+        queued_delivery: bool = False,
         await_handlers: bool = False,
     ) -> None:
         if max_concurrent_handlers < 1:
@@ -170,7 +175,11 @@ class EventBus:
             telemetry.attach(self.bus)
         self._max_history = max_history
         self._semaphore = asyncio.Semaphore(max_concurrent_handlers)
+        self._queued = queued_delivery
         self._await_handlers = await_handlers
+        self._foreign: CoreSubscription | None = None
+        """Seed delivery: the one subscription that hands events published on the
+        underlying bus directly (not through this facade) to the handlers."""
         self._subscriptions: dict[str, Subscription] = {}
         self._live: dict[str, CoreSubscription | None] = {}
         """Started subscriptions (None: one with no event types, which matches nothing)."""
@@ -268,13 +277,60 @@ class EventBus:
             asyncio.get_running_loop()
         except RuntimeError:
             return sub_id  # started by the first publish or wait_for
-        self._start(sub_id)
+        self._start_pending()
         return sub_id
 
     def _start_pending(self) -> None:
+        if not self._queued:
+            if self._foreign is None and self._subscriptions and not self.bus.closed:
+                self._foreign = self.bus.subscribe(
+                    self._deliver_foreign, kinds=_ALL_KINDS,
+                    predicate=lambda event: event.id not in self._originals,
+                    name="hive:published-elsewhere", buffer=_HANDLER_BUFFER,
+                    backpressure="block")
+            return
         for sub_id in self._subscriptions:
             if sub_id not in self._live:
                 self._start(sub_id)
+
+    async def settle(self, timeout: float = 5.0) -> bool:
+        """Wait until the events published on the underlying bus so far (e.g. by the
+        runtime) have reached the handlers; False after ``timeout`` seconds. Not in the
+        seed, where every event goes through ``publish``."""
+        sub = self._foreign
+        if sub is None:
+            return True
+        target = sub.received
+        deadline = asyncio.get_running_loop().time() + timeout
+        spins = 0
+        while sub.handled + sub.failed + sub.timed_out + sub.dropped < target:
+            if sub.done or asyncio.get_running_loop().time() > deadline:
+                return sub.done
+            spins += 1
+            await asyncio.sleep(0 if spins < 100 else 0.001)
+        return True
+
+    async def _deliver_foreign(self, event: Event) -> None:
+        await self._run_handlers(self._to_agent_event(event))
+
+    async def _run_handlers(self, event: AgentEvent) -> None:
+        """The seed's delivery: every matching handler at once, errors logged."""
+        handlers = [s.handler for s in list(self._subscriptions.values())
+                    if self._matches(s, event)]
+        if not handlers:
+            return
+        semaphore = self._semaphore
+
+        async def run_handler(handler: EventHandler) -> None:
+            async with semaphore:
+                try:
+                    result = handler(event)
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception as error:
+                    logger.error("Handler error for %s: %s", event.type, error)
+
+        await asyncio.gather(*(run_handler(h) for h in handlers), return_exceptions=True)
 
     def _start(self, sub_id: str) -> None:
         record = self._subscriptions[sub_id]
@@ -322,7 +378,7 @@ class EventBus:
 
     @staticmethod
     def _matches(subscription: Subscription, event: AgentEvent) -> bool:
-        if event.type not in subscription.event_types:
+        if EventType(event.type) not in subscription.event_types:
             return False
         if subscription.filter_stream and subscription.filter_stream != event.stream_id:
             return False
@@ -335,12 +391,16 @@ class EventBus:
     async def publish(self, event: AgentEvent) -> None:
         """Publish ``event`` to history, telemetry and every matching subscriber.
 
-        Returns once the event is queued for each handler (with ``await_handlers=True``:
-        once they have all run, as in the seed).
+        Returns once every matching handler has run (``queued_delivery=True``: once the
+        event is queued for each, or with ``await_handlers=True`` once they ran).
         """
         self._start_pending()
         core = self._to_event(event)
         self._remember(core.id, event)
+        if not self._queued:
+            await self.bus.publish(core)
+            await self._run_handlers(event)
+            return
         if not self._await_handlers or in_handler():
             await self.bus.publish(core)
             return
@@ -632,6 +692,7 @@ class EventBus:
     async def close(self) -> None:
         """Close the underlying bus once queued events are handled (not in the seed)."""
         await self.bus.close()
+        self._foreign = None
 
 
 # Kinds the facade has no type for stay on the underlying bus only.
