@@ -140,6 +140,16 @@ def _add_receiver_parser(subparsers: _Subparsers) -> None:
         "--grace", type=float, default=2.0, help="seconds to finish in-flight requests on stop"
     )
     p.add_argument(
+        "--tls-cert", type=Path, default=None, metavar="PEM",
+        help="serve gRPC and HTTP over TLS with this certificate chain (needs --tls-key)",
+    )
+    p.add_argument("--tls-key", type=Path, default=None, metavar="PEM",
+                   help="the private key of --tls-cert")
+    p.add_argument(
+        "--insecure", action="store_true",
+        help="allow a non-loopback --grpc/--http address without --token",
+    )
+    p.add_argument(
         "--retention", type=_duration, default=DEFAULT_RETENTION_S, metavar="AGE",
         help="delete traces, metric points and logs received longer ago than this: 7d, 12h, "
         "30m, 90s or off (default: 7d)",
@@ -175,11 +185,16 @@ def _cmd_receiver(args: argparse.Namespace) -> int:
     from .receiver.server import TOKEN_ENV, Receiver
 
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
-    receiver = Receiver(
-        args.db, grpc_addr=args.grpc, http_addr=args.http, token=token, max_body=args.max_body,
-        retention=args.retention, max_db_size=args.max_db_size,
-        prune_interval=args.prune_interval,
-    )
+    try:
+        receiver = Receiver(
+            args.db, grpc_addr=args.grpc, http_addr=args.http, token=token,
+            max_body=args.max_body, retention=args.retention, max_db_size=args.max_db_size,
+            prune_interval=args.prune_interval, tls_cert=args.tls_cert, tls_key=args.tls_key,
+            insecure=args.insecure,
+        )
+    except ValueError as exc:  # an exposed bind without a token, an unusable certificate
+        _error(str(exc))
+        return EXIT_USAGE
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

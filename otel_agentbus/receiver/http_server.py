@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import ssl
 import threading
 import zlib
 from http import HTTPStatus
@@ -74,6 +75,7 @@ class OTLPHTTPServer(ThreadingHTTPServer):
         *,
         token: str | None,
         max_body: int,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
@@ -83,6 +85,11 @@ class OTLPHTTPServer(ThreadingHTTPServer):
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
         super().__init__(address, _Handler)
+        if ssl_context is not None:
+            # The handshake runs on the connection's own thread (on its first read, under
+            # the handler's timeout), so a slow client cannot stall accept().
+            self.socket = ssl_context.wrap_socket(
+                self.socket, server_side=True, do_handshake_on_connect=False)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._open_lock:

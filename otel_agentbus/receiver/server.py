@@ -24,6 +24,7 @@ from .retention import (
     RetentionPolicy,
 )
 from .store import Store
+from .tls import TLSFiles, check_exposure
 
 DEFAULT_MAX_BODY: Final = 16 * 1024 * 1024
 DEFAULT_GRPC_ADDR: Final = "127.0.0.1:4317"
@@ -69,15 +70,24 @@ class Receiver:
         retention: float | None = DEFAULT_RETENTION_S,
         max_db_size: int | None = DEFAULT_MAX_DB_SIZE,
         prune_interval: float = DEFAULT_INTERVAL_S,
+        tls_cert: str | os.PathLike[str] | None = None,
+        tls_key: str | os.PathLike[str] | None = None,
+        insecure: bool = False,
     ) -> None:
         if max_body <= 0:
             raise ValueError("max_body must be positive")
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("TLS needs both a certificate and its key (tls_cert, tls_key)")
+        self.tls = None if tls_cert is None or tls_key is None else TLSFiles.load(
+            tls_cert, tls_key)
         self.retention = RetentionPolicy(retention, max_db_size, prune_interval)
         self.db_path = Path(db_path).absolute()
         self.token = token or None
         self.max_body = max_body
         self._grpc_host, self._grpc_port = split_host_port(grpc_addr)
         self._http_host, self._http_port = split_host_port(http_addr)
+        check_exposure([grpc_addr, http_addr], [self._grpc_host, self._http_host],
+                       self.token, insecure)
         self._store: Store | None = None
         self._ingest: Ingest | None = None
         self._pruner: Pruner | None = None
@@ -105,6 +115,7 @@ class Receiver:
                     ingest,
                     token=self.token,
                     max_body=self.max_body,
+                    tls=self.tls,
                 )
                 try:
                     http = OTLPHTTPServer(
@@ -112,6 +123,7 @@ class Receiver:
                         ingest,
                         token=self.token,
                         max_body=self.max_body,
+                        ssl_context=None if self.tls is None else self.tls.server_context(),
                     )
                 except BaseException:
                     grpc_server.stop(None)
@@ -195,14 +207,19 @@ class Receiver:
         return join_host_port(self._http_host, self._http_port)
 
     @property
+    def scheme(self) -> str:
+        return "http" if self.tls is None else "https"
+
+    @property
     def grpc_endpoint(self) -> str:
-        """For ``OTLPSpanExporter(endpoint=..., insecure=True)`` (gRPC)."""
-        return f"http://{self.grpc_address}"
+        """For ``OTLPSpanExporter(endpoint=..., insecure=True)`` (gRPC); ``https://`` with
+        TLS."""
+        return f"{self.scheme}://{self.grpc_address}"
 
     @property
     def http_endpoint(self) -> str:
         """Base URL; signal paths are ``/v1/traces``, ``/v1/metrics``, ``/v1/logs``."""
-        return f"http://{self.http_address}"
+        return f"{self.scheme}://{self.http_address}"
 
     def stats(self) -> ReceiverStats:
         ingest = self._ingest
