@@ -262,8 +262,12 @@ def _prune_by_age(conn: sqlite3.Connection, cutoff_ms: int,
             break  # past the expired prefix
     for table, extra, field in (("metrics", "", "metric_points"),
                                 ("logs", f" AND {_UNTRACED}", "log_records")):
+        # Ids follow arrival, so the first row young enough to keep bounds the scan.
+        first_kept = _oldest(conn, f"SELECT id FROM {table} WHERE received_ms >= {cutoff_ms} "
+                                   "ORDER BY id LIMIT 1")
+        bound = "" if first_kept is None else f" AND id < {first_kept}"
         while stop is None or not stop.is_set():
-            deleted = _delete_rows(conn, table, f"received_ms < ?{extra}", (cutoff_ms,))
+            deleted = _delete_rows(conn, table, f"received_ms < ?{bound}{extra}", (cutoff_ms,))
             total = _add(total, PruneStats(**{field: deleted}))
             if deleted < ROWS_PER_BATCH:
                 break
