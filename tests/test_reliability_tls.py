@@ -31,6 +31,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
     OTLPSpanExporter as HttpSpanExporter,
 )
 from opentelemetry.sdk.trace.export import SpanExportResult
+from reliability_helpers import start_receiver_at
 from telemetry_helpers import child_env, context, span
 
 from otel_agentbus.cli import main
@@ -96,6 +97,27 @@ def test_the_sdk_exporters_send_over_tls_to_both_endpoints(
     tree = get_trace(receiver.db_path, f"{0x1234:032x}")
     assert sorted(s.name for s in tree.spans) == ["over grpc tls", "over http tls"]
     assert receiver.stats().spans == 2
+
+
+def test_the_cli_receiver_serves_tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``otel-agentbus receiver --tls-cert --tls-key`` as a subprocess, with a token."""
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    cert, key = write_self_signed(tmp_path)
+    receiver = start_receiver_at(tmp_path, extra=(
+        "--tls-cert", str(cert), "--tls-key", str(key), "--token", "s3cret"))
+    try:
+        exporter = HttpSpanExporter(endpoint=f"https://{receiver.ready['http']}/v1/traces",
+                                    certificate_file=str(cert), timeout=20,
+                                    headers={"Authorization": "Bearer s3cret"})
+        try:
+            result = exporter.export([span(name="cli tls", context=context(5))])
+        finally:
+            exporter.shutdown()
+        assert result == SpanExportResult.SUCCESS
+    finally:
+        receiver.stop()
+    assert [s.name for s in get_trace(receiver.db, f"{0x1234:032x}").spans] == ["cli tls"]
 
 
 def test_plaintext_and_untrusted_clients_store_nothing(
