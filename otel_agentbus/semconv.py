@@ -70,6 +70,10 @@ TURN_ID: Final = "agentbus.turn.id"
 EVENT_KIND: Final = "agentbus.event.kind"
 EVENT_SEQ: Final = "agentbus.event.seq"
 EVENT_ID: Final = "agentbus.event.id"
+EVENT_BRIDGED: Final = "agentbus.bridged"
+"""An event attribute (not exported): the event describes a span another instrumentation
+exported already (the GenAI bridge, pydantic-ai's own spans); the mirror records its metrics
+and builds no span for it."""
 END_REASON: Final = "agentbus.span.end_reason"
 """Why a span ended without its own end event: run_ended, cancelled, timeout, shutdown."""
 SPAN_PENDING: Final = "agentbus.span.pending"
@@ -190,6 +194,10 @@ NAME_TABLE: Final[tuple[NameGroup, ...]] = (
               "spans ended without their end event (run_ended, cancelled, timeout, shutdown); "
               "the early pending record of an open span; `agentbus.events` batch spans"),
     NameGroup((EVENT_KIND, EVENT_SEQ, EVENT_ID), "attribute", "every span event"),
+    NameGroup((EVENT_BRIDGED,), "attribute",
+              "bus event attribute, never exported: the event stands for a span another "
+              "instrumentation exported (the GenAI bridge, pydantic-ai's own spans); the mirror "
+              "records its metrics and builds no span"),
     NameGroup((DECISION_ID, DECISION_INTENT, DECISION_OPTIONS, DECISION_CHOSEN,
                DECISION_REASONING), "attribute", f"`{EV_DECISION}` span events"),
     NameGroup((EV_DECISION, EV_OUTCOME, EV_PROBLEM), "span event",

@@ -27,6 +27,7 @@ from opentelemetry.util.types import AttributeValue
 
 from .. import semconv as sc
 from ..events import (
+    _EMPTY_MAPPING,
     EMPTY_CORRELATION,
     EMPTY_SCOPE,
     Correlation,
@@ -206,6 +207,11 @@ class RunState:
                 *self.nodes.values()]
 
 
+def _bridged(event: Event) -> bool:
+    """Whether the event stands for a span another instrumentation exported already."""
+    return bool(event.attrs.get(sc.EVENT_BRIDGED))
+
+
 def _tool_call_id(payload: Mapping[str, Any]) -> str:
     value = payload.get("tool_call_id") or payload.get("tool_use_id") or payload.get("call_id")
     return str(value) if value is not None else ""
@@ -306,6 +312,9 @@ class TelemetryMirror:
 
     # ---------------------------------------------------------------- helpers
     def _stamp(self, event: Event, span: OpenSpan) -> None:
+        if event.attrs is not _EMPTY_MAPPING and event.attrs.get(sc.EVENT_BRIDGED):
+            self._stamp_bridged(event, span)
+            return
         old = event.correlation
         if old is EMPTY_CORRELATION or old[3:] == _NO_PUBLISHER_IDS:
             _set_correlation(event, span.correlation)  # what _stamp_correlation does
@@ -313,6 +322,17 @@ class TelemetryMirror:
         else:  # keep the ids the publisher set; only the trace context is ours
             event._stamp_correlation(_new_correlation(
                 Correlation, (*span.correlation[:3], *old[3:])), span.context)
+
+    def _stamp_bridged(self, event: Event, span: OpenSpan) -> None:
+        """A bridged event belongs to a span exported by someone else: it keeps the ids it
+        came with, else takes the current span's (that instrumentation's), else ours."""
+        if event.correlation.span_id:
+            return
+        if trace.get_current_span().get_span_context().is_valid:
+            self._stamp_from_context(event)
+        else:
+            _set_correlation(event, span.correlation)
+            _set_span_context(event, span.context)
 
     def _stamp_from_context(self, event: Event) -> None:
         context = trace.get_current_span().get_span_context()
@@ -325,7 +345,7 @@ class TelemetryMirror:
 
     def _child(
         self, name: str, kind: SpanKind, parent: OpenSpan | None, start_ns: int,
-        attributes: dict[str, AttributeValue],
+        attributes: dict[str, AttributeValue], bridged: bool = False,
     ) -> OpenSpan:
         if parent is not None:
             parent_context = parent.context
@@ -334,8 +354,8 @@ class TelemetryMirror:
         else:  # a call outside any run: the root of its own trace, sampled as one
             parent_context = None
             trace_id = _getrandbits(128)
-            context = SpanContext(trace_id, _getrandbits(64), False,
-                                  self._sample(None, trace_id, name, attributes))
+            context = SpanContext(trace_id, _getrandbits(64), False, _UNSAMPLED if bridged
+                                  else self._sample(None, trace_id, name, attributes))
         self.spans_started += 1
         return OpenSpan(name, kind, context, parent_context, start_ns, attributes, parent)
 
@@ -417,7 +437,9 @@ class TelemetryMirror:
         name = f"{sc.OP_INVOKE_AGENT} {agent}"
         parent = self._parent_of_run(event)
         trace_id = parent.trace_id if parent is not None else _getrandbits(128)
-        flags = self._sample(parent, trace_id, name, attributes)
+        # A bridged run was exported by another instrumentation: metrics only, no spans.
+        flags = (_UNSAMPLED if _bridged(event)
+                 else self._sample(parent, trace_id, name, attributes))
         context = SpanContext(trace_id, _getrandbits(64), False, flags)
         root = OpenSpan(name, SpanKind.INTERNAL, context, parent, event.time_ns, attributes)
         self.spans_started += 1
@@ -634,7 +656,7 @@ class TelemetryMirror:
         else:
             parent = None
         span = self._child(f"{sc.OP_CHAT} {model}", SpanKind.CLIENT, parent, event.time_ns,
-                           attributes)
+                           attributes, parent is None and _bridged(event))
         if run is not None:
             run.llm_calls[key] = span
             run.open_by_id[span.context.span_id] = span
@@ -766,7 +788,8 @@ class TelemetryMirror:
             run.tools[call_id] = span
             run.open_by_id[span.context.span_id] = span
         else:
-            span = self._child(span_name, SpanKind.INTERNAL, None, event.time_ns, attributes)
+            span = self._child(span_name, SpanKind.INTERNAL, None, event.time_ns, attributes,
+                               _bridged(event))
             self._orphans[("tool", call_id)] = span
         self._stamp(event, span)
 
