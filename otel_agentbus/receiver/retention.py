@@ -35,6 +35,9 @@ LOW_WATER: Final = 0.80
 DEFAULT_INTERVAL_S: Final = 30.0
 TRACES_PER_BATCH: Final = 32
 """Traces deleted per transaction: the longest the receiver's writers wait for a prune."""
+MIN_GAP_S: Final = 1.0
+"""After a pass woken by a full database that deleted nothing, the pruner waits this long
+before the next wake counts."""
 ROWS_PER_BATCH: Final = 2_000
 """Metric points or untraced log records deleted per transaction."""
 
@@ -146,7 +149,9 @@ class Pruner:
     def _run(self) -> None:
         conn = connect(self.db_path)
         try:
+            woken = False
             while not self._stop.is_set():
+                self._wake.clear()  # a wake during the pass below brings another pass
                 try:
                     deleted = prune(conn, self.policy, stop=self._stop)
                 except sqlite3.Error as exc:  # e.g. locked for 30 s: try again next time
@@ -162,8 +167,9 @@ class Pruner:
                     log.info("pruned %s: %d traces (%d spans), %d metric points, %d log "
                              "records", self.db_path, deleted.traces, deleted.spans,
                              deleted.metric_points, deleted.log_records)
-                self._wake.wait(self.policy.interval_s)
-                self._wake.clear()
+                elif woken:  # a full disk, nothing to prune: refusals must not spin the pruner
+                    self._stop.wait(MIN_GAP_S)
+                woken = self._wake.wait(self.policy.interval_s)
         finally:
             conn.close()
 
