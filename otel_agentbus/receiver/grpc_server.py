@@ -25,6 +25,8 @@ from .auth import bearer_matches
 from .convert import MalformedRequest
 from .ingest import Ingest, Signal
 from .limits import LimitExceeded
+from .store import STORAGE_FULL_MESSAGE, StorageFull
+from .tls import TLSFiles
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,9 @@ class _Exporter:
         except LimitExceeded as exc:
             self.ingest.over_limit()
             _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except StorageFull:
+            self.ingest.rejected()
+            _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, STORAGE_FULL_MESSAGE)
         except Exception as exc:
             log.exception("failed to store OTLP/gRPC request")
             self.ingest.rejected()
@@ -122,8 +127,10 @@ def create_grpc_server(
     token: str | None = None,
     max_body: int,
     max_workers: int = 8,
+    tls: TLSFiles | None = None,
 ) -> tuple[Any, int]:
-    """Build a gRPC server bound to ``address``; returns ``(server, bound_port)``.
+    """Build a gRPC server bound to ``address`` (with TLS when ``tls`` is given); returns
+    ``(server, bound_port)``.
 
     Raises ``RuntimeError`` if the address cannot be bound.
     """
@@ -154,7 +161,11 @@ def create_grpc_server(
         ),
     )
     server.add_generic_rpc_handlers(tuple(_handler(*service) for service in services))
-    port = server.add_insecure_port(address)
+    if tls is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(
+            address, grpc.ssl_server_credentials([(tls.key_pem, tls.cert_pem)]))
     if not port:
         raise RuntimeError(f"could not bind gRPC to {address}")
     return server, int(port)

@@ -39,6 +39,7 @@ from .decompress import (
 from .ingest import SIGNAL_BY_PATH, Ingest, Signal
 from .limits import HTTPLimits, LimitExceeded
 from .otlp_json import parse_json, to_json
+from .store import STORAGE_FULL_MESSAGE, StorageFull
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ _GRPC_CODES: Final[dict[int, int]] = {
     408: 4,
     411: 3,
     413: 8,
+    507: 8,  # RESOURCE_EXHAUSTED: the database or the disk is full
     415: 3,
     500: 13,
 }
@@ -183,6 +185,8 @@ class OTLPHTTPApp:
                             over_limit=True) from None
         except (BadEncoding, MalformedRequest) as exc:
             raise HTTPError(HTTPStatus.BAD_REQUEST, str(exc)) from None
+        except StorageFull:
+            raise HTTPError(HTTPStatus.INSUFFICIENT_STORAGE, STORAGE_FULL_MESSAGE) from None
         except Exception as exc:
             log.exception("failed to store OTLP/HTTP request")
             raise HTTPError(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error: {exc}") from None

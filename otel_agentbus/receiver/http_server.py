@@ -24,6 +24,7 @@ from .http_app import OTLPHTTPApp
 from .http_protocol import protocol_class
 from .ingest import Ingest
 from .limits import HTTPLimits
+from .tls import TLSFiles
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class OTLPHTTPServer:
         token: str | None,
         max_body: int,
         limits: HTTPLimits | None = None,
+        tls: TLSFiles | None = None,
     ) -> None:
         self.limits = connection_cap(limits or HTTPLimits())
         self._socket = _bind(*address)
@@ -99,6 +101,9 @@ class OTLPHTTPServer:
             timeout_graceful_shutdown=1,
             h11_max_incomplete_event_size=self.limits.max_header_bytes,
             backlog=_BACKLOG,
+            # Uvicorn wraps the socket we pass in with a context of its own from these files.
+            ssl_certfile=None if tls is None else str(tls.cert_file),
+            ssl_keyfile=None if tls is None else str(tls.key_file),
         )
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None

@@ -85,6 +85,9 @@ class ReceiverStats:
     """Clients gone before their answer (mid-body, or while their export was stored)."""
     refused_connections: int = 0
     """HTTP connections closed on arrival because the connection cap was reached."""
+    refused_full: int = 0
+    """Requests refused because the database or the disk was full (also in ``rejected``);
+    ``Store.write`` raises ``StorageFull``, the transports answer 507 / RESOURCE_EXHAUSTED."""
 
 
 class Ingest:
@@ -102,6 +105,8 @@ class Ingest:
         self._spans = 0
         self._points = 0
         self._logs = 0
+        self._full = 0
+        store.add_full_listener(self._storage_full)
 
     def export_protobuf(self, signal: Signal, data: bytes) -> Message:
         """Decode a binary protobuf request and store it, as ``export(signal,
@@ -138,6 +143,10 @@ class Ingest:
             raise TypeError(f"not an OTLP export request: {type(request).__name__}")
         self._count(spans=spans, metrics=metrics, logs=logs)
         return signal.empty_response()
+
+    def _storage_full(self) -> None:
+        with self._lock:
+            self._full += 1
 
     def _count(self, *, spans: int = 0, metrics: int = 0, logs: int = 0) -> None:
         with self._lock:
@@ -180,4 +189,5 @@ class Ingest:
                 over_limit=self._over_limit,
                 disconnects=self._disconnects,
                 refused_connections=self._refused_connections,
+                refused_full=self._full,
             )
