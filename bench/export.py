@@ -8,6 +8,10 @@ run and publishes ``N`` tool calls as fast as an agent can (yielding to the loop
 
 ``lost`` is spans the mirror emitted minus rows stored. ``spans_per_s`` is rows stored over
 the time from the first publish until the span flush returned.
+
+``--protocol http/protobuf`` exports over OTLP/HTTP instead; ``--pipeline stock`` gives the
+mirror a TracerProvider with the SDK's stock ``BatchSpanProcessor`` and ``OTLPSpanExporter``
+(default settings) instead of ours, for the same burst into the same receiver.
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ class ReceiverProcess:
             stdout=subprocess.PIPE, text=True)
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
-        self.grpc_endpoint = "http://" + json.loads(line)["grpc"]
+        ready = json.loads(line)
+        self.grpc_endpoint = "http://" + ready["grpc"]
+        self.http_endpoint = "http://" + ready["http"]
 
     def stop(self) -> None:
         import signal
@@ -46,7 +52,30 @@ class ReceiverProcess:
         self.process.wait(timeout=60)
 
 
-async def burst(spans: int, separate: bool) -> dict[str, Any]:
+def stock_provider(endpoint: str, protocol: str) -> Any:
+    """A TracerProvider exporting through the SDK's stock batch processor and exporter."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    exporter: Any
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter(endpoint=endpoint, insecure=True)
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter as HTTPSpanExporter,
+        )
+
+        exporter = HTTPSpanExporter(endpoint=f"{endpoint}/v1/traces")
+    provider = TracerProvider(resource=Resource.create({"service.name": "bench"}))
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
+async def burst(spans: int, separate: bool, protocol: str = "grpc",
+                pipeline: str = "ours") -> dict[str, Any]:
     from otel_agentbus import Event, EventBus, Scope, configure
     from otel_agentbus.receiver import Receiver
 
@@ -54,8 +83,13 @@ async def burst(spans: int, separate: bool) -> dict[str, Any]:
         database = f"{folder}/export.db"
         receiver: Any = ReceiverProcess(database) if separate else Receiver(database).start()
         try:
-            telemetry = configure(endpoint=receiver.grpc_endpoint, service_name="bench",
-                                  shutdown_timeout=120.0)
+            endpoint = receiver.grpc_endpoint if protocol == "grpc" else receiver.http_endpoint
+            if pipeline == "stock":
+                telemetry = configure(tracer_provider=stock_provider(endpoint, protocol),
+                                      metrics_enabled=False, shutdown_timeout=120.0)
+            else:
+                telemetry = configure(endpoint=endpoint, protocol=protocol,  # type: ignore[arg-type]
+                                      service_name="bench", shutdown_timeout=120.0)
             bus = telemetry.attach(EventBus())
             scope = Scope(run_id="run-1", agent="bench")
             publish = bus.publish_nowait
@@ -101,8 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spans", type=int, default=100_000)
     parser.add_argument("--receiver", choices=("thread", "process"), default="thread",
                         help="the receiver in this process (default) or in its own")
+    parser.add_argument("--protocol", choices=("grpc", "http/protobuf"), default="grpc")
+    parser.add_argument("--pipeline", choices=("ours", "stock"), default="ours",
+                        help="configure()'s export pipeline, or the SDK's stock one")
     args = parser.parse_args(argv)
-    print(json.dumps(asyncio.run(burst(args.spans, args.receiver == "process"))), flush=True)
+    result = asyncio.run(burst(args.spans, args.receiver == "process", args.protocol,
+                               args.pipeline))
+    print(json.dumps(result), flush=True)
     return 0
 
 

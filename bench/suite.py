@@ -220,18 +220,33 @@ def adapters_section(mode: Mode, figures: dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------- export
+EXPORT_RUNS: dict[str, tuple[str, ...]] = {
+    "thread": ("--receiver", "thread"),
+    "process": ("--receiver", "process"),
+    "stock_sdk": ("--receiver", "thread", "--pipeline", "stock"),
+    "http": ("--receiver", "thread", "--protocol", "http/protobuf"),
+}
+"""Each export run's arguments: ours over gRPC into the embedded receiver ("thread"), into
+a receiver process, the SDK's stock pipeline into the embedded one, ours over OTLP/HTTP."""
+EXPORT_PREFIXES = {"thread": "export", "process": "export_separate_receiver",
+                   "stock_sdk": "export_stock_sdk", "http": "export_http"}
+
+
 def export_section(mode: Mode, figures: dict[str, Any]) -> None:
-    log(f"export: {mode.export_spans:,} spans x {mode.export_rounds} rounds, receiver in "
-        "process and in a process of its own")
-    results: dict[str, list[dict[str, Any]]] = {"thread": [], "process": []}
+    log(f"export: {mode.export_spans:,} spans x {mode.export_rounds} rounds: ours over gRPC "
+        "(receiver in process and in its own), the SDK's stock pipeline, ours over HTTP")
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in EXPORT_RUNS}
     for _ in range(mode.export_rounds):
-        for where in results:
-            results[where].append(run_module(
-                "bench.export", "--spans", str(mode.export_spans), "--receiver", where))
-    for where, rounds in results.items():
-        prefix = "export" if where == "thread" else "export_separate_receiver"
+        for name, args in EXPORT_RUNS.items():  # alternating, as every comparison here
+            results[name].append(run_module(
+                "bench.export", "--spans", str(mode.export_spans), *args))
+    for name, rounds in results.items():
+        prefix = EXPORT_PREFIXES[name]
         figures[f"{prefix}_spans_per_s"] = round(median([r["spans_per_s"] for r in rounds]))
         figures[f"{prefix}_lost"] = max(r["lost"] for r in rounds)
+    ours = figures["export_spans_per_s"]
+    figures["export_vs_stock_sdk"] = ratio(ours, figures["export_stock_sdk_spans_per_s"])
+    figures["export_http_vs_grpc"] = ratio(figures["export_http_spans_per_s"], ours)
     figures["export_burst_spans"] = mode.export_spans
     figures["details"]["export"] = results
 
@@ -358,6 +373,14 @@ def print_table(figures: dict[str, Any]) -> None:
         rows.append(("export, receiver in its own process (spans/s, lost)",
                      f"{figures['export_separate_receiver_spans_per_s']:,}, lost "
                      f"{figures['export_separate_receiver_lost']:,}", None, ""))
+        rows.append(("export, SDK's stock BatchSpanProcessor + OTLPSpanExporter (spans/s, lost)",
+                     f"{figures['export_stock_sdk_spans_per_s']:,}, lost "
+                     f"{figures['export_stock_sdk_lost']:,}", figures["export_vs_stock_sdk"],
+                     "export_vs_stock_sdk (target >= 2)"))
+        rows.append(("export, ours over OTLP/HTTP (spans/s, lost)",
+                     f"{figures['export_http_spans_per_s']:,}, lost "
+                     f"{figures['export_http_lost']:,}", figures["export_http_vs_grpc"],
+                     "export_http_vs_grpc (target >= 0.8)"))
     if "memory" in details:
         for policy, item in details["memory"].items():
             rows.append((f"RSS growth, {item['events']:,} events, slow subscriber, {policy} (MB)",

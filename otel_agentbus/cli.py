@@ -66,6 +66,34 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _duration(text: str) -> float | None:
+    from .receiver.retention import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _size(text: str) -> int | None:
+    from .receiver.retention import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
 def _add_db_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--db", default=DEFAULT_DB, help=f"receiver SQLite database (default: {DEFAULT_DB})"
@@ -76,6 +104,7 @@ def _add_db_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_receiver_parser(subparsers: _Subparsers) -> None:
+    from .receiver.retention import DEFAULT_INTERVAL_S, DEFAULT_MAX_DB_SIZE, DEFAULT_RETENTION_S
     from .receiver.server import (
         DEFAULT_GRPC_ADDR,
         DEFAULT_HTTP_ADDR,
@@ -110,6 +139,32 @@ def _add_receiver_parser(subparsers: _Subparsers) -> None:
     p.add_argument(
         "--grace", type=float, default=2.0, help="seconds to finish in-flight requests on stop"
     )
+    p.add_argument(
+        "--tls-cert", type=Path, default=None, metavar="PEM",
+        help="serve gRPC and HTTP over TLS with this certificate chain (needs --tls-key)",
+    )
+    p.add_argument("--tls-key", type=Path, default=None, metavar="PEM",
+                   help="the private key of --tls-cert")
+    p.add_argument(
+        "--insecure", action="store_true",
+        help="allow a non-loopback --grpc/--http address without --token",
+    )
+    p.add_argument(
+        "--retention", type=_duration, default=DEFAULT_RETENTION_S, metavar="AGE",
+        help="delete traces, metric points and logs received longer ago than this: 7d, 12h, "
+        "30m, 90s or off (default: 7d)",
+    )
+    p.add_argument(
+        "--max-db-size", type=_size, default=DEFAULT_MAX_DB_SIZE, metavar="SIZE",
+        help="cap the database file: the oldest traces are pruned from 90%% of it, and at the "
+        "cap exports are refused (HTTP 507, gRPC RESOURCE_EXHAUSTED) until there is room: "
+        "2GB, 500MB, 1GiB or off (default: 2GiB)",
+    )
+    p.add_argument(
+        "--prune-interval", type=_positive_float, default=DEFAULT_INTERVAL_S, metavar="SECONDS",
+        help=f"how often retention runs (default: {DEFAULT_INTERVAL_S:g}; also whenever the "
+        "database is found full)",
+    )
     p.set_defaults(handler=_cmd_receiver)
 
 
@@ -130,9 +185,16 @@ def _cmd_receiver(args: argparse.Namespace) -> int:
     from .receiver.server import TOKEN_ENV, Receiver
 
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
-    receiver = Receiver(
-        args.db, grpc_addr=args.grpc, http_addr=args.http, token=token, max_body=args.max_body
-    )
+    try:
+        receiver = Receiver(
+            args.db, grpc_addr=args.grpc, http_addr=args.http, token=token,
+            max_body=args.max_body, retention=args.retention, max_db_size=args.max_db_size,
+            prune_interval=args.prune_interval, tls_cert=args.tls_cert, tls_key=args.tls_key,
+            insecure=args.insecure,
+        )
+    except ValueError as exc:  # an exposed bind without a token, an unusable certificate
+        _error(str(exc))
+        return EXIT_USAGE
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -173,6 +235,14 @@ def _cmd_receiver(args: argparse.Namespace) -> int:
         f"points, {stats.log_records} log records",
         file=sys.stderr,
     )
+    pruned = receiver.prune_stats()
+    if stats.refused_full or pruned.traces or pruned.metric_points or pruned.log_records:
+        print(
+            f"otel-agentbus receiver: {stats.refused_full} requests refused for lack of "
+            f"space; retention deleted {pruned.traces} traces ({pruned.spans} spans), "
+            f"{pruned.metric_points} metric points, {pruned.log_records} log records",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -219,14 +289,15 @@ def _add_trace_parser(subparsers: _Subparsers) -> None:
 
 def _cmd_trace(args: argparse.Namespace) -> int:
     from .receiver.queries import get_trace
-    from .receiver.render import format_trace
+    from .receiver.render import format_trace, trace_json_chunks
 
     try:
         tree = get_trace(args.db, args.trace_id)
     except (OSError, KeyError, ValueError, sqlite3.Error) as exc:
         return _query_error(exc)
-    if args.json:
-        print(json.dumps(tree.to_dict(), indent=2))
+    if args.json:  # written piece by piece: json.dumps recurses once per nesting level
+        sys.stdout.writelines(trace_json_chunks(tree))
+        print()
     else:
         print(format_trace(tree, all_attributes=args.all_attributes))
     return 0

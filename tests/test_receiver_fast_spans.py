@@ -191,7 +191,8 @@ def test_ingest_stores_and_counts_through_the_fast_path(tmp_path: Path) -> None:
         assert ingest.stats().spans == 5
         assert ingest.stats().requests == 1
     with sqlite3.connect(tmp_path / "r.db") as connection:
-        stored = connection.execute("SELECT * FROM spans ORDER BY span_id").fetchall()
+        stored = connection.execute(f"SELECT {', '.join(SpanRecord._fields)} FROM spans "
+                                    "ORDER BY span_id").fetchall()
     assert [SpanRecord(*row) for row in stored] == sorted(reference(data),
                                                           key=lambda row: row.span_id)
 

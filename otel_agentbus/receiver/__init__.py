@@ -7,6 +7,7 @@ collector, and tests can assert on exactly what was exported.
 from __future__ import annotations
 
 from .ingest import ReceiverStats
+from .limits import DecodeLimits, HTTPLimits
 from .queries import (
     LogRecord,
     MetricPoint,
@@ -28,6 +29,8 @@ from .server import DEFAULT_MAX_BODY, TOKEN_ENV, Receiver
 __all__ = [
     "DEFAULT_MAX_BODY",
     "TOKEN_ENV",
+    "DecodeLimits",
+    "HTTPLimits",
     "LogRecord",
     "MetricPoint",
     "NotAReceiverDatabase",

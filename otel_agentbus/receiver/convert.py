@@ -30,6 +30,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from .limits import DecodeBudget
 from .names import PENDING_ATTRIBUTE, is_truthy
 
 
@@ -165,8 +166,9 @@ def _finite(number: float) -> float | str:
     return "NaN" if math.isnan(number) else ("Infinity" if number > 0 else "-Infinity")
 
 
-def any_value(value: AnyValue) -> Any:
-    """Convert an OTLP AnyValue to a JSON-able Python value (bytes become base64)."""
+def any_value(value: AnyValue, budget: DecodeBudget | None = None) -> Any:
+    """Convert an OTLP AnyValue to a JSON-able Python value (bytes become base64); the
+    items of arrays and kvlists are charged to ``budget``."""
     which = value.WhichOneof("value")
     if which is None:
         return None
@@ -179,17 +181,24 @@ def any_value(value: AnyValue) -> Any:
     if which == "double_value":
         return _finite(value.double_value)
     if which == "array_value":
-        return [any_value(item) for item in value.array_value.values]
+        items = value.array_value.values
+        if budget is not None:
+            budget.values(len(items))
+        return [any_value(item, budget) for item in items]
     if which == "kvlist_value":
-        return attributes(value.kvlist_value.values)
+        pairs = value.kvlist_value.values
+        if budget is not None:
+            budget.values(len(pairs))
+        return attributes(pairs, budget)
     if which == "bytes_value":
         return base64.b64encode(value.bytes_value).decode("ascii")
     # string_value_strindex only has meaning inside a profiles dictionary.
     return getattr(value, which)
 
 
-def attributes(items: Iterable[KeyValue]) -> dict[str, Any]:
-    """Key/value list to a dict; a repeated key keeps its last value."""
+def attributes(items: Iterable[KeyValue], budget: DecodeBudget | None = None) -> dict[str, Any]:
+    """Key/value list to a dict; a repeated key keeps its last value. The caller charges
+    the list's length; nested values are charged here, to ``budget``."""
     out: dict[str, Any] = {}
     for kv in items:
         value = kv.value
@@ -197,7 +206,7 @@ def attributes(items: Iterable[KeyValue]) -> dict[str, Any]:
         if value.WhichOneof("value") == "string_value":
             out[kv.key] = value.string_value
         else:
-            out[kv.key] = any_value(value)
+            out[kv.key] = any_value(value, budget)
     return out
 
 
@@ -216,55 +225,71 @@ def _service_name(resource_attrs: dict[str, Any]) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def _resource(resource: Resource) -> tuple[str, str | None]:
-    attrs = attributes(resource.attributes)
+def _resource(resource: Resource, budget: DecodeBudget | None = None) -> tuple[str, str | None]:
+    if budget is not None:
+        budget.attributes(len(resource.attributes))
+    attrs = attributes(resource.attributes, budget)
     return dumps(attrs), _service_name(attrs)
 
 
 _EMPTY_LIST: Final = dumps([])
 
 
-def events_json(events: Iterable[Span.Event]) -> str:
+def _charged(items: Sequence[KeyValue], budget: DecodeBudget | None) -> dict[str, Any]:
+    """``attributes(items)`` of an event or link, its count charged to ``budget`` first."""
+    if budget is not None:
+        budget.attributes(len(items))
+    return attributes(items, budget)
+
+
+def events_json(events: Iterable[Span.Event], budget: DecodeBudget | None = None) -> str:
     """The ``events`` column of a span."""
     return dumps([
         {
             "name": event.name,
             "time_ns": event.time_unix_nano,
-            "attributes": attributes(event.attributes),
+            "attributes": _charged(event.attributes, budget),
         }
         for event in events
     ])
 
 
-def links_json(links: Iterable[Span.Link]) -> str:
+def links_json(links: Iterable[Span.Link], budget: DecodeBudget | None = None) -> str:
     """The ``links`` column of a span; raises :class:`MalformedRequest` on a bad id."""
     return dumps([
         {
             "trace_id": _hex_id(link.trace_id, 16, "link trace_id", required=True),
             "span_id": _hex_id(link.span_id, 8, "link span_id", required=True),
             "trace_state": link.trace_state,
-            "attributes": attributes(link.attributes),
+            "attributes": _charged(link.attributes, budget),
         }
         for link in links
     ])
 
 
-def span_records(request: ExportTraceServiceRequest) -> list[SpanRecord]:
-    """All spans of a trace export request, in request order."""
+def span_records(
+    request: ExportTraceServiceRequest, budget: DecodeBudget | None = None
+) -> list[SpanRecord]:
+    """All spans of a trace export request, in request order; raises
+    :class:`~.limits.LimitExceeded` as soon as the request passes a bound of ``budget``."""
+    budget = budget or DecodeBudget()
     rows: list[SpanRecord] = []
     append = rows.append
     for resource_spans in request.resource_spans:
-        resource_json, service = _resource(resource_spans.resource)
+        resource_json, service = _resource(resource_spans.resource, budget)
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope
             scope_name, scope_version = scope.name, scope.version
             for span in scope_spans.spans:
-                attrs = attributes(span.attributes)
+                budget.span(len(span.attributes), len(span.events), len(span.links))
+                attrs = attributes(span.attributes, budget)
                 trace_id = _hex_id(span.trace_id, 16, "trace_id", required=True)
                 span_id = _hex_id(span.span_id, 8, "span_id", required=True)
                 assert trace_id is not None and span_id is not None
-                events = events_json(span.events) if span.events else _EMPTY_LIST
-                links = links_json(span.links) if span.links else _EMPTY_LIST
+                events = events_json(span.events, budget) if span.events else _EMPTY_LIST
+                links = links_json(span.links, budget) if span.links else _EMPTY_LIST
+                attrs_json = dumps(attrs)
+                budget.decoded(len(attrs_json) + len(events) + len(links))
                 status = span.status
                 # Positional: a NamedTuple built from keywords costs twice as much.
                 append(SpanRecord(
@@ -277,7 +302,7 @@ def span_records(request: ExportTraceServiceRequest) -> list[SpanRecord]:
                     span.end_time_unix_nano,
                     STATUS_CODES[status.code],
                     status.message,
-                    dumps(attrs),
+                    attrs_json,
                     events,
                     links,
                     resource_json,
@@ -300,13 +325,13 @@ def _number(point: NumberDataPoint | Exemplar) -> float | int | None:
     return None
 
 
-def _exemplars(items: Iterable[Exemplar]) -> str:
+def _exemplars(items: Iterable[Exemplar], budget: DecodeBudget) -> str:
     return dumps(
         [
             {
                 "time_ns": ex.time_unix_nano,
                 "value": _number(ex),
-                "attributes": attributes(ex.filtered_attributes),
+                "attributes": _charged(ex.filtered_attributes, budget),
                 "trace_id": ex.trace_id.hex() or None,
                 "span_id": ex.span_id.hex() or None,
             }
@@ -361,7 +386,11 @@ def _summary(point: SummaryDataPoint) -> dict[str, Any]:
 
 
 def _metric_points(
-    metric: Metric, resource_json: str, scope_name: str, service: str | None
+    metric: Metric,
+    resource_json: str,
+    scope_name: str,
+    service: str | None,
+    budget: DecodeBudget,
 ) -> list[MetricPointRecord]:
     kind = metric.WhichOneof("data")
     if kind is None:
@@ -378,7 +407,11 @@ def _metric_points(
         temporality: int | None,
         monotonic: bool | None,
     ) -> MetricPointRecord:
-        exemplars = "[]" if isinstance(point, SummaryDataPoint) else _exemplars(point.exemplars)
+        exemplars = (
+            "[]" if isinstance(point, SummaryDataPoint) else _exemplars(point.exemplars, budget)
+        )
+        attrs_json = dumps(_charged(point.attributes, budget))
+        budget.decoded(len(attrs_json) + len(exemplars))
         return MetricPointRecord(
             name=metric.name,
             description=metric.description,
@@ -386,7 +419,7 @@ def _metric_points(
             type=type_,
             time_ns=point.time_unix_nano,
             start_time_ns=point.start_time_unix_nano,
-            attributes=dumps(attributes(point.attributes)),
+            attributes=attrs_json,
             value=value,
             histogram=None if histogram is None else dumps(histogram),
             exemplars=exemplars,
@@ -420,35 +453,46 @@ def _metric_points(
     return [row(p, "summary", None, _summary(p), None, None) for p in metric.summary.data_points]
 
 
-def metric_records(request: ExportMetricsServiceRequest) -> list[MetricPointRecord]:
+def metric_records(
+    request: ExportMetricsServiceRequest, budget: DecodeBudget | None = None
+) -> list[MetricPointRecord]:
     """One row per data point of every metric in the request."""
+    budget = budget or DecodeBudget()
     rows: list[MetricPointRecord] = []
     for resource_metrics in request.resource_metrics:
-        resource_json, service = _resource(resource_metrics.resource)
+        resource_json, service = _resource(resource_metrics.resource, budget)
         for scope_metrics in resource_metrics.scope_metrics:
             for metric in scope_metrics.metrics:
                 rows.extend(
-                    _metric_points(metric, resource_json, scope_metrics.scope.name, service)
+                    _metric_points(
+                        metric, resource_json, scope_metrics.scope.name, service, budget
+                    )
                 )
     return rows
 
 
-def log_records(request: ExportLogsServiceRequest) -> list[LogRecordRow]:
+def log_records(
+    request: ExportLogsServiceRequest, budget: DecodeBudget | None = None
+) -> list[LogRecordRow]:
     """All log records of a logs export request."""
+    budget = budget or DecodeBudget()
     rows: list[LogRecordRow] = []
     for resource_logs in request.resource_logs:
-        resource_json, service = _resource(resource_logs.resource)
+        resource_json, service = _resource(resource_logs.resource, budget)
         for scope_logs in resource_logs.scope_logs:
             for record in scope_logs.log_records:
+                body = dumps(any_value(record.body, budget))
+                attrs_json = dumps(_charged(record.attributes, budget))
+                budget.decoded(len(body) + len(attrs_json))
                 rows.append(
                     LogRecordRow(
                         time_ns=record.time_unix_nano,
                         observed_time_ns=record.observed_time_unix_nano,
                         severity_number=int(record.severity_number),
                         severity_text=record.severity_text,
-                        body=dumps(any_value(record.body)),
+                        body=body,
                         event_name=record.event_name,
-                        attributes=dumps(attributes(record.attributes)),
+                        attributes=attrs_json,
                         trace_id=_hex_id(record.trace_id, 16, "log trace_id", required=False),
                         span_id=_hex_id(record.span_id, 8, "log span_id", required=False),
                         flags=record.flags,

@@ -43,6 +43,7 @@ from .convert import (
     events_json,
     links_json,
 )
+from .limits import DecodeBudget, LimitExceeded
 from .names import PENDING_ATTRIBUTE, is_truthy
 
 log = logging.getLogger(__name__)
@@ -145,10 +146,14 @@ def _simple_string(raw: bytes) -> tuple[str, str] | None:
 
 
 class _Attributes:
-    """Attribute bytes to JSON fragments, each KeyValue converted once while cached."""
+    """Attribute bytes to JSON fragments, each KeyValue converted once while cached.
+
+    An entry also keeps how many nested values (array and kvlist items) its value holds,
+    charged to the request's budget on every use, as the reference converter charges them.
+    """
 
     def __init__(self) -> None:
-        self._fragments: dict[bytes, tuple[str, str, Any]] = {}
+        self._fragments: dict[bytes, tuple[str, str, Any, int]] = {}
         self._keys: dict[str, str] = {}
 
     def _head(self, key: str) -> str:
@@ -160,9 +165,11 @@ class _Attributes:
                 self._keys[key] = head
         return head
 
-    def _entry(self, raw: bytes) -> tuple[str, str, Any]:
-        """``(key, '"key":value', value if it is the pending flag)``; raises DecodeError."""
+    def _entry(self, raw: bytes, budget: DecodeBudget) -> tuple[str, str, Any, int]:
+        """``(key, '"key":value', value if it is the pending flag, nested values)``;
+        raises DecodeError, or LimitExceeded once the nested values pass the budget."""
         simple = _simple_string(raw)
+        nested = 0
         if simple is not None:
             key, text = simple
             value: Any = text
@@ -171,12 +178,14 @@ class _Attributes:
             kv = KeyValue.FromString(raw)
             key = kv.key
             any_of = kv.value
-            value = any_value(any_of)
+            before = budget.used_values
+            value = any_value(any_of, budget)
+            nested = budget.used_values - before
             fragment = self._head(key) + (encode_basestring(value) if type(value) is str
                                           else dumps(value))
-        return key, fragment, value if key == PENDING_ATTRIBUTE else _NOT_PENDING
+        return key, fragment, value if key == PENDING_ATTRIBUTE else _NOT_PENDING, nested
 
-    def json(self, items: Sequence[bytes]) -> tuple[str, Any]:
+    def json(self, items: Sequence[bytes], budget: DecodeBudget) -> tuple[str, Any]:
         """``dumps(attributes(...))`` of the span's attributes, and its pending flag's value.
 
         A repeated key keeps its first position and last value, as a dict does.
@@ -188,9 +197,11 @@ class _Attributes:
         for raw in items:
             entry = cache.get(raw)
             if entry is None:
-                entry = self._entry(raw)
+                entry = self._entry(raw, budget)
                 _remember(cache, raw, entry)
-            key, fragment, value = entry
+            elif entry[3]:
+                budget.values(entry[3])
+            key, fragment, value, _ = entry
             by_key[key] = fragment
             fragments.append(fragment)
             if value is not _NOT_PENDING:
@@ -221,7 +232,7 @@ class _Invalid(Exception):
     """An id the reference path rejects; it is left to produce the error."""
 
 
-def _values(data: bytes) -> SpanValues:
+def _values(data: bytes, budget: DecodeBudget) -> SpanValues:
     request = _LiteRequest.FromString(data)
     values: list[Any] = []
     extend = values.extend
@@ -229,7 +240,8 @@ def _values(data: bytes) -> SpanValues:
     attributes_json = _attributes.json
     kinds = SPAN_KINDS
     for resource_spans in request.resource_spans:
-        resource_json, service = _resource(Resource.FromString(_merged(resource_spans.resource)))
+        resource_json, service = _resource(
+            Resource.FromString(_merged(resource_spans.resource)), budget)
         for scope_spans in resource_spans.scope_spans:
             scope = InstrumentationScope.FromString(_merged(scope_spans.scope))
             scope_name, scope_version = scope.name, scope.version
@@ -237,8 +249,16 @@ def _values(data: bytes) -> SpanValues:
                 trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
                 if len(trace_id) != 16 or len(span_id) != 8 or (parent and len(parent) != 8):
                     raise _Invalid
-                attributes, pending = attributes_json(span.attributes)
                 events, links = span.events, span.links
+                budget.span(len(span.attributes), len(events), len(links))
+                attributes, pending = attributes_json(span.attributes, budget)
+                events_column = events_json(
+                    [Span.Event.FromString(e) for e in events], budget
+                ) if events else _EMPTY_LIST
+                links_column = links_json(
+                    [Span.Link.FromString(link) for link in links], budget
+                ) if links else _EMPTY_LIST
+                budget.decoded(len(attributes) + len(events_column) + len(links_column))
                 code, message = _status(span.status)
                 count += 1
                 extend((
@@ -252,10 +272,8 @@ def _values(data: bytes) -> SpanValues:
                     code,
                     message,
                     attributes,
-                    events_json([Span.Event.FromString(e) for e in events])
-                    if events else _EMPTY_LIST,
-                    links_json([Span.Link.FromString(link) for link in links])
-                    if links else _EMPTY_LIST,
+                    events_column,
+                    links_column,
                     resource_json,
                     scope_name,
                     scope_version,
@@ -266,14 +284,19 @@ def _values(data: bytes) -> SpanValues:
     return SpanValues(values, count)
 
 
-def fast_span_values(data: bytes) -> SpanValues | None:
+def fast_span_values(data: bytes, budget: DecodeBudget | None = None) -> SpanValues | None:
     """The ``spans`` rows of a binary OTLP trace request, as
     ``span_records(ExportTraceServiceRequest.FromString(data))`` builds them, or None when
-    the request is one to leave to that reference path (undecodable, an invalid id)."""
+    the request is one to leave to that reference path (undecodable, an invalid id).
+
+    A request past a bound of ``budget`` raises :class:`LimitExceeded` here, sparing the
+    full decode the reference path would start with."""
     if _LiteRequest is None:
         return None
     try:
-        return _values(data)
+        return _values(data, budget or DecodeBudget())
+    except LimitExceeded:
+        raise
     except (DecodeError, MalformedRequest, _Invalid):
         return None
     except Exception:  # a bug here must not cost a request: the reference path decides

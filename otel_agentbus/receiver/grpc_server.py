@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 import grpc  # type: ignore[import-untyped]
 from google.protobuf.message import Message  # type: ignore[import-untyped]
@@ -24,6 +24,9 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from .auth import bearer_matches
 from .convert import MalformedRequest
 from .ingest import Ingest, Signal
+from .limits import LimitExceeded
+from .store import STORAGE_FULL_MESSAGE, StorageFull
+from .tls import TLSFiles
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,12 @@ class _Exporter:
         except MalformedRequest as exc:
             self.ingest.rejected()
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except LimitExceeded as exc:
+            self.ingest.over_limit()
+            _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except StorageFull:
+            self.ingest.rejected()
+            _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, STORAGE_FULL_MESSAGE)
         except Exception as exc:
             log.exception("failed to store OTLP/gRPC request")
             self.ingest.rejected()
@@ -96,6 +105,21 @@ def _handler(full_name: str, servicer: Any, response_type: type[Message]) -> Any
     return grpc.method_handlers_generic_handler(full_name, {"Export": method})
 
 
+MAX_CONCURRENT_RPCS: Final = 256
+"""RPCs admitted at once (running or queued for a worker); more get RESOURCE_EXHAUSTED at
+once, which OTLP exporters retry with backoff."""
+CONNECTION_OPTIONS: Final[tuple[tuple[str, int], ...]] = (
+    ("grpc.max_concurrent_streams", 64),  # per connection
+    ("grpc.max_connection_idle_ms", 5 * 60_000),  # GOAWAY to a connection idle this long
+    ("grpc.max_connection_age_ms", 30 * 60_000),  # ... and to any after this long,
+    ("grpc.max_connection_age_grace_ms", 30_000),  # in-flight RPCs given this to finish
+    ("grpc.http2.max_ping_strikes", 2),  # clients pinging too eagerly get a GOAWAY
+)
+"""Connection limits of the gRPC listener. grpc-core reads each connection on its own
+pollers, so a burst of hung-up HTTP clients cannot stall it; these bound what one gRPC
+client may hold open."""
+
+
 def create_grpc_server(
     address: str,
     ingest: Ingest,
@@ -103,8 +127,10 @@ def create_grpc_server(
     token: str | None = None,
     max_body: int,
     max_workers: int = 8,
+    tls: TLSFiles | None = None,
 ) -> tuple[Any, int]:
-    """Build a gRPC server bound to ``address``; returns ``(server, bound_port)``.
+    """Build a gRPC server bound to ``address`` (with TLS when ``tls`` is given); returns
+    ``(server, bound_port)``.
 
     Raises ``RuntimeError`` if the address cannot be bound.
     """
@@ -113,7 +139,9 @@ def create_grpc_server(
         options=[
             ("grpc.max_receive_message_length", max_body),
             ("grpc.so_reuseport", 0),  # fail loudly instead of sharing a busy port
+            *CONNECTION_OPTIONS,
         ],
+        maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
     )
     services = (
         (
@@ -133,7 +161,11 @@ def create_grpc_server(
         ),
     )
     server.add_generic_rpc_handlers(tuple(_handler(*service) for service in services))
-    port = server.add_insecure_port(address)
+    if tls is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(
+            address, grpc.ssl_server_credentials([(tls.key_pem, tls.cert_pem)]))
     if not port:
         raise RuntimeError(f"could not bind gRPC to {address}")
     return server, int(port)

@@ -1,69 +1,78 @@
-"""OTLP/HTTP endpoint on the standard library's ThreadingHTTPServer.
+"""The OTLP/HTTP listener: :class:`~.http_app.OTLPHTTPApp` served by Uvicorn on a thread.
 
-Serves ``POST /v1/traces|metrics|logs`` with binary protobuf or OTLP/JSON
-bodies (optionally gzip/deflate encoded) and answers in the request's encoding,
-errors included (a ``google.rpc.Status``, as the OTLP spec asks).
+The socket is bound in the constructor (so a bind error surfaces in ``Receiver.start()``
+and port 0 resolves at once); Uvicorn runs on its own event loop in a daemon thread of the
+receiver's process. Stopping is bounded: in-flight requests get ``grace`` seconds, then
+every connection still open is dropped.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
+import dataclasses
 import logging
+import math
+import resource
 import socket
 import threading
-import zlib
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Final, cast
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final
 
-from google.protobuf.message import Message  # type: ignore[import-untyped]
-from google.rpc.status_pb2 import Status  # type: ignore[import-untyped]
+import uvicorn
 
-from .auth import bearer_matches
-from .convert import MalformedRequest
-from .ingest import SIGNAL_BY_PATH, Ingest, Signal
-from .otlp_json import parse_json, to_json
+from .http_app import OTLPHTTPApp
+from .http_protocol import protocol_class
+from .ingest import Ingest
+from .limits import HTTPLimits
+from .tls import TLSFiles
 
 log = logging.getLogger(__name__)
 
-PROTOBUF: Final = "application/x-protobuf"
-JSON: Final = "application/json"
-_DRAIN_LIMIT: Final = 64 * 1024 * 1024
-"""Bodies of rejected requests up to this size are read and dropped to keep the connection."""
-
-# gRPC status codes carried in the error body, by HTTP status.
-_GRPC_CODES: Final[dict[int, int]] = {
-    400: 3,
-    401: 16,
-    404: 5,
-    405: 12,
-    411: 3,
-    413: 8,
-    415: 3,
-    500: 13,
-}
-_IDENTITY: Final = ("", "identity")
-_WINDOW_BITS: Final = {
-    "gzip": 16 + zlib.MAX_WBITS,
-    "x-gzip": 16 + zlib.MAX_WBITS,
-    "deflate": zlib.MAX_WBITS,
-}
-"""zlib's ``wbits`` for each compressed Content-Encoding we accept."""
+_BACKLOG: Final = 1024
+_STORE_THREADS: Final = 4
+_RESERVED_FDS: Final = 64
 
 
-class _HTTPError(Exception):
-    def __init__(self, status: HTTPStatus, message: str, *, drain: bool = True) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.drain = drain
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(_BACKLOG)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
-class OTLPHTTPServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer carrying the receiver state its handlers need."""
+def connection_cap(limits: HTTPLimits) -> HTTPLimits:
+    """``limits`` with the connection cap lowered to half the descriptors this process may
+    still open (less a reserve), so HTTP clients alone cannot exhaust them: gRPC, SQLite
+    and the accept loop keep theirs."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return limits
+    room = max(1, (soft - _RESERVED_FDS) // 2)
+    if room >= limits.max_connections:
+        return limits
+    log.info("OTLP/HTTP: at most %d connections (descriptor limit %d)", room, soft)
+    return dataclasses.replace(limits, max_connections=room)
 
-    daemon_threads = True
-    allow_reuse_address = True
+
+def _loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """Out of descriptors, asyncio stops accepting for a second and reports it: one line,
+    not a traceback a second."""
+    exc = context.get("exception")
+    if isinstance(exc, OSError) and "accept" in str(context.get("message", "")):
+        log.warning("OTLP/HTTP: %s (%s); accepting again in 1 s", context["message"], exc)
+        return
+    loop.default_exception_handler(context)
+
+
+class OTLPHTTPServer:
+    """Binds ``address`` at once; :meth:`start` serves, :meth:`stop` ends it (bounded)."""
 
     def __init__(
         self,
@@ -72,266 +81,82 @@ class OTLPHTTPServer(ThreadingHTTPServer):
         *,
         token: str | None,
         max_body: int,
+        limits: HTTPLimits | None = None,
+        tls: TLSFiles | None = None,
     ) -> None:
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        self.ingest = ingest
-        self.token = token
-        self.max_body = max_body
-        self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._open_lock:
-            self._open.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._open_lock:
-            self._open.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        """Drop idle keep-alive connections so stopping does not wait on clients."""
-        with self._open_lock:
-            sockets = list(self._open)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-
-def _media_type(header: str | None) -> str:
-    return (header or "").split(";", 1)[0].strip().lower()
-
-
-def _check_encoding(encoding: str) -> None:
-    """Refuse a Content-Encoding we cannot undo; checked before the body is read, so the
-    unread body is drained and the connection kept."""
-    if encoding not in _IDENTITY and encoding not in _WINDOW_BITS:
-        raise _HTTPError(
-            HTTPStatus.UNSUPPORTED_MEDIA_TYPE, f"unsupported Content-Encoding {encoding!r}"
+        self.limits = connection_cap(limits or HTTPLimits())
+        self._socket = _bind(*address)
+        self.server_address: tuple[str, int] = self._socket.getsockname()[:2]
+        self._executor = ThreadPoolExecutor(_STORE_THREADS, thread_name_prefix="otlp-http")
+        self.app = OTLPHTTPApp(ingest, token=token, max_body=max_body, limits=self.limits,
+                               executor=self._executor)
+        config = uvicorn.Config(
+            self.app,
+            http=protocol_class(self.limits, ingest),
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            timeout_keep_alive=max(1, math.ceil(self.limits.idle_timeout)),
+            timeout_graceful_shutdown=1,
+            h11_max_incomplete_event_size=self.limits.max_header_bytes,
+            backlog=_BACKLOG,
+            # Uvicorn wraps the socket we pass in with a context of its own from these files.
+            ssl_certfile=None if tls is None else str(tls.cert_file),
+            ssl_keyfile=None if tls is None else str(tls.key_file),
         )
+        self._server = uvicorn.Server(config)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
 
+    def start(self) -> None:
+        """Serve on a daemon thread; returns once connections are accepted."""
+        thread = threading.Thread(target=self._run, name="otlp-http", daemon=True)
+        thread.start()
+        self._thread = thread
+        while not self._server.started:
+            if not thread.is_alive():
+                raise RuntimeError(f"OTLP/HTTP server failed to start: {self._error!r}")
+            thread.join(0.01)
 
-def _decompress(data: bytes, encoding: str, limit: int) -> bytes:
-    """Undo Content-Encoding without ever inflating past ``limit`` bytes."""
-    if encoding in _IDENTITY:
-        return data
-    _check_encoding(encoding)
-    wbits = _WINDOW_BITS[encoding]
-    out = bytearray()
-    remaining = data
-    try:
-        while True:  # gzip allows several concatenated members
-            inflater = zlib.decompressobj(wbits)
-            out += inflater.decompress(remaining, limit + 1 - len(out))
-            if len(out) > limit:
-                raise _HTTPError(
-                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                    f"decompressed body exceeds {limit} bytes",
-                )
-            if not inflater.eof:
-                raise _HTTPError(HTTPStatus.BAD_REQUEST, f"truncated {encoding} body")
-            remaining = inflater.unused_data
-            if not remaining:
-                return bytes(out)
-    except zlib.error as exc:
-        raise _HTTPError(HTTPStatus.BAD_REQUEST, f"invalid {encoding} body: {exc}") from None
+    def stop(self, grace: float | None = 1.0) -> None:
+        """Stop accepting; in-flight requests get ``grace`` s (None: 5 s), then every
+        connection still open is dropped. Returns within about ``grace`` + 1 s."""
+        wait = 5.0 if grace is None else max(0.0, grace)
+        self._server.config.timeout_graceful_shutdown = math.ceil(wait)
+        self._server.should_exit = True
+        thread = self._thread
+        if thread is not None:
+            thread.join(wait + 5.0)
+        else:
+            self._socket.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        if not self.app.wait_idle(5.0):
+            log.warning("OTLP/HTTP: a request was still being stored when the server stopped")
 
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "otel-agentbus-receiver"
-    timeout = 60  # idle keep-alive connections give up eventually
-
-    @property
-    def _server(self) -> OTLPHTTPServer:
-        return cast(OTLPHTTPServer, self.server)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s - " + format, self.address_string(), *args)
-
-    # ---- dispatch -------------------------------------------------------
-
-    _body_consumed = False
-
-    def do_POST(self) -> None:
-        self._body_consumed = False
-        content_type = _media_type(self.headers.get("Content-Type"))
-        # Errors are answered in the request's encoding when it is one we speak.
-        response_type = content_type if content_type == PROTOBUF else JSON
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        loop.set_exception_handler(_loop_exception)
         try:
-            signal = self._signal()
-            self._check_auth()
-            if content_type not in (PROTOBUF, JSON):
-                raise _HTTPError(
-                    HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-                    f"Content-Type must be {PROTOBUF} or {JSON}, got {content_type or 'none'!r}",
-                )
-            encoding = self.headers.get("Content-Encoding", "").strip().lower()
-            _check_encoding(encoding)
-            body = self._read_body()
-            self._body_consumed = True
-            body = _decompress(body, encoding, self._server.max_body)
-            try:
-                if content_type == PROTOBUF:
-                    response = self._server.ingest.export_protobuf(signal, body)
-                else:
-                    response = self._server.ingest.export(signal, parse_json(signal, body))
-            except MalformedRequest as exc:
-                raise _HTTPError(HTTPStatus.BAD_REQUEST, str(exc)) from None
-        except _HTTPError as exc:
-            self._reject(exc, response_type)
-            return
-        except Exception as exc:
-            log.exception("failed to store OTLP/HTTP request")
-            self._reject(
-                _HTTPError(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error: {exc}"),
-                response_type,
-            )
-            return
-        self._respond(HTTPStatus.OK, response, response_type)
+            loop.run_until_complete(self._server.serve(sockets=[self._socket]))
+        except BaseException as exc:  # reported by start(), or logged after it
+            self._error = exc
+            if self._server.started:
+                log.exception("OTLP/HTTP server stopped")
+        finally:
+            self._drop_connections(loop)
+            self._socket.close()
+            loop.close()
 
-    def _not_post(self) -> None:
-        self._body_consumed = False
-        try:
-            self._signal()
-            raise _HTTPError(HTTPStatus.METHOD_NOT_ALLOWED, f"{self.command} not allowed; use POST")
-        except _HTTPError as exc:
-            self._reject(exc, JSON)
-
-    do_GET = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _not_post
-
-    # ---- steps ----------------------------------------------------------
-
-    def _signal(self) -> Signal:
-        path = self.path.split("?", 1)[0]
-        signal = SIGNAL_BY_PATH.get(path)
-        if signal is None:
-            raise _HTTPError(HTTPStatus.NOT_FOUND, f"unknown path {path!r}")
-        return signal
-
-    def _check_auth(self) -> None:
-        token = self._server.token
-        if token is None:
-            return
-        if not bearer_matches(self.headers.get("Authorization", ""), token):
-            raise _HTTPError(HTTPStatus.UNAUTHORIZED, "missing or invalid bearer token")
-
-    def _chunked(self) -> bool:
-        """A chunked body has no Content-Length: read it by chunks, or close to drop it."""
-        return "chunked" in self.headers.get("Transfer-Encoding", "").lower()
-
-    def _read_body(self) -> bytes:
-        limit = self._server.max_body
-        if self._chunked():
-            return self._read_chunked(limit)
-        raw_length = self.headers.get("Content-Length")
-        if raw_length is None:
-            raise _HTTPError(HTTPStatus.LENGTH_REQUIRED, "Content-Length required", drain=False)
-        try:
-            length = int(raw_length)
-            if length < 0:
-                raise ValueError(raw_length)
-        except ValueError:
-            raise _HTTPError(
-                HTTPStatus.BAD_REQUEST, f"bad Content-Length {raw_length!r}", drain=False
-            ) from None
-        if length > limit:
-            raise _HTTPError(
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body of {length} bytes exceeds {limit}"
-            )
-        data = self.rfile.read(length)
-        if len(data) != length:
-            raise _HTTPError(HTTPStatus.BAD_REQUEST, "truncated body", drain=False)
-        return data
-
-    def _read_chunked(self, limit: int) -> bytes:
-        out = bytearray()
-        while True:
-            line = self.rfile.readline(1024)
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise _HTTPError(HTTPStatus.BAD_REQUEST, "bad chunk size", drain=False) from None
-            if size == 0:
-                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                    pass  # trailers
-                return bytes(out)
-            if len(out) + size > limit:
-                raise _HTTPError(
-                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body exceeds {limit} bytes", drain=False
-                )
-            chunk = self.rfile.read(size)
-            if len(chunk) != size:
-                raise _HTTPError(HTTPStatus.BAD_REQUEST, "truncated chunk", drain=False)
-            out += chunk
-            self.rfile.readline(1024)
-
-    # ---- responses ------------------------------------------------------
-
-    def _drain(self, exc: _HTTPError) -> None:
-        """Read and drop an unread body so the client sees our answer, or close."""
-        if not exc.drain or self.command == "HEAD":
-            self.close_connection = True
-            return
-        if self._chunked():
-            self.close_connection = True
-            return
-        try:
-            remaining = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            remaining = -1
-        if remaining < 0 or remaining > _DRAIN_LIMIT:
-            self.close_connection = True
-            return
-        while remaining > 0:
-            chunk = self.rfile.read(min(remaining, 1 << 16))
-            if not chunk:
-                self.close_connection = True
-                return
-            remaining -= len(chunk)
-
-    def _reject(self, exc: _HTTPError, response_type: str) -> None:
-        self._server.ingest.rejected()
-        log.info("rejected %s %s: %d %s", self.command, self.path, exc.status, exc.message)
-        if not self._body_consumed:
-            self._drain(exc)
-        status = Status(code=_GRPC_CODES.get(exc.status, 2), message=exc.message)
-        headers: dict[str, str] = {}
-        if exc.status == HTTPStatus.UNAUTHORIZED:
-            headers["WWW-Authenticate"] = 'Bearer realm="otel-agentbus"'
-        if exc.status == HTTPStatus.METHOD_NOT_ALLOWED:
-            headers["Allow"] = "POST"
-        self._respond(exc.status, status, response_type, headers)
-
-    def _respond(
-        self,
-        status: HTTPStatus,
-        message: Message,
-        response_type: str,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        """Answer with ``message`` in ``response_type`` (binary protobuf or OTLP/JSON),
-        the one encoding rule for successes and errors alike."""
-        body = message.SerializeToString() if response_type == PROTOBUF else to_json(message)
-        self._send(status, body, response_type, headers)
-
-    def _send(
-        self,
-        status: HTTPStatus,
-        body: bytes,
-        content_type: str,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+    def _drop_connections(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close what the graceful shutdown left open, and let the loop see it."""
+        for connection in list(self._server.server_state.connections):
+            transport = getattr(connection, "transport", None)
+            if transport is not None:
+                transport.abort()
+        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(asyncio.sleep(0))

@@ -17,6 +17,7 @@ from google.protobuf.message import Message  # type: ignore[import-untyped]
 
 from .convert import MalformedRequest
 from .ingest import Signal
+from .limits import DEFAULT_LIMITS, LimitExceeded
 
 _ID_FIELDS: Final = frozenset(
     {"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"}
@@ -50,8 +51,25 @@ def _rewrite_ids(node: Any) -> None:
             stack.extend(v for v in item if isinstance(v, dict | list))
 
 
-def parse_json(signal: Signal, data: bytes) -> Message:
-    """Decode an OTLP/JSON export request body."""
+def structural_bound(data: bytes) -> int:
+    """An upper bound, counted at C speed, on the objects, arrays and items a JSON document
+    holds: every one needs a ``{``, a ``[`` or a ``,``."""
+    return data.count(b"{") + data.count(b"[") + data.count(b",")
+
+
+def parse_json(signal: Signal, data: bytes, max_nodes: int = DEFAULT_LIMITS.max_json_nodes
+               ) -> Message:
+    """Decode an OTLP/JSON export request body.
+
+    ``json.loads`` builds every object before we see any: a document that could hold more
+    than ``max_nodes`` of them is refused with :class:`LimitExceeded` before it is parsed
+    (batches that large go as binary protobuf, which is decoded under the same limits).
+    """
+    if structural_bound(data) > max_nodes:
+        raise LimitExceeded(
+            f"OTLP/JSON body has more than {max_nodes} objects, arrays and items; "
+            "send large batches as application/x-protobuf"
+        )
     try:
         document = json.loads(data)
     except (ValueError, RecursionError) as exc:

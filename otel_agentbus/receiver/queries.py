@@ -115,19 +115,59 @@ class SpanRow:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
 class SpanNode:
+    """One span and its children. Compared by identity and walked with an explicit stack:
+    the generated structural ``==``/``repr`` and recursive walks overflowed Python's stack
+    on traces a few hundred spans deep. Every walk visits a node at most once, so a
+    hand-built cycle of nodes cannot make one loop."""
+
     span: SpanRow
     children: list[SpanNode] = field(default_factory=list)
 
+    def __repr__(self) -> str:
+        return (f"SpanNode(span_id={self.span.span_id!r}, name={self.span.name!r}, "
+                f"children={len(self.children)})")
+
     def to_dict(self) -> dict[str, Any]:
-        return {**self.span.to_dict(), "children": [c.to_dict() for c in self.children]}
+        return _forest_dicts([self])[0]
 
     def walk(self, depth: int = 0) -> Iterator[tuple[int, SpanNode]]:
         """Depth-first ``(depth, node)`` pairs, parents before children."""
-        yield depth, self
-        for child in self.children:
-            yield from child.walk(depth + 1)
+        return _walk([self], depth)
+
+
+def _forest_dicts(roots: list[SpanNode]) -> list[dict[str, Any]]:
+    """Nested dicts of a forest built top-down with a stack; each node appears once."""
+    out: list[dict[str, Any]] = []
+    stack: list[tuple[list[SpanNode], list[dict[str, Any]]]] = [(roots, out)]
+    seen: set[int] = set()
+    while stack:
+        nodes, into = stack.pop()
+        for node in nodes:
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            entry: dict[str, Any] = {**node.span.to_dict(), "children": []}
+            into.append(entry)
+            stack.append((node.children, entry["children"]))
+    return out
+
+
+def _walk(roots: list[SpanNode], depth: int = 0) -> Iterator[tuple[int, SpanNode]]:
+    """Pre-order ``(depth, node)`` over a forest, each node once, with a stack of its own."""
+    seen: set[int] = set()
+
+    def fresh(nodes: list[SpanNode]) -> list[SpanNode]:
+        new = [node for node in nodes if id(node) not in seen]
+        seen.update(id(node) for node in new)
+        return new
+
+    stack = [(depth, root) for root in reversed(fresh(roots))]
+    while stack:
+        level, node = stack.pop()
+        yield level, node
+        stack.extend((level + 1, child) for child in reversed(fresh(node.children)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,8 +179,8 @@ class TraceTree:
     spans: list[SpanRow]
 
     def walk(self) -> Iterator[tuple[int, SpanNode]]:
-        for root in self.roots:
-            yield from root.walk()
+        """Every node once, depth first, parents before children."""
+        return _walk(self.roots)
 
     def span(self, span_id: str) -> SpanRow:
         for span in self.spans:
@@ -155,7 +195,7 @@ class TraceTree:
         return {
             "trace_id": self.trace_id,
             "span_count": len(self.spans),
-            "roots": [r.to_dict() for r in self.roots],
+            "roots": _forest_dicts(self.roots),
         }
 
 
@@ -367,25 +407,58 @@ def normalize_trace_id(trace_id: str) -> str:
 
 
 def _build_forest(spans: list[SpanRow]) -> list[SpanNode]:
+    """Nest ``spans`` (in start order) under their parents, in time linear in their number.
+
+    Roots are spans whose parent is not stored or is the span itself. Malformed input can
+    put spans in a parent cycle, which no root reaches: the earliest span of each cycle is
+    then cut from its parent and becomes a root, the rest of the cycle nested under it."""
+    order = {s.span_id: i for i, s in enumerate(spans)}
+    parent_of: dict[str, str] = {}
+    children: dict[str, list[str]] = {}
+    root_ids: list[str] = []
+    for span in spans:
+        parent = span.parent_span_id or ""
+        if parent in order and parent != span.span_id:
+            parent_of[span.span_id] = parent
+            children.setdefault(parent, []).append(span.span_id)
+        else:
+            root_ids.append(span.span_id)
+    placed: set[str] = set()
+
+    def reach(start: str) -> None:
+        stack = [start]
+        placed.add(start)
+        while stack:
+            for child in children.get(stack.pop(), ()):
+                if child not in placed:
+                    placed.add(child)
+                    stack.append(child)
+
+    for span_id in root_ids:
+        reach(span_id)
+    cut: set[str] = set()
+    for span in spans:
+        if span.span_id in placed:
+            continue
+        # Unplaced, so are all its ancestors: going up must come back round to a cycle.
+        path: dict[str, int] = {}
+        current = span.span_id
+        while current not in path:
+            path[current] = len(path)
+            current = parent_of[current]
+        cycle = list(path)[path[current]:]
+        first = min(cycle, key=order.__getitem__)
+        cut.add(first)
+        reach(first)
     nodes = {s.span_id: SpanNode(s) for s in spans}
     roots: list[SpanNode] = []
-    for span in spans:  # already in start order, so children lists come out sorted
+    for span in spans:  # start order, so children lists come out sorted
         node = nodes[span.span_id]
-        parent = nodes.get(span.parent_span_id or "")
-        if parent is None or parent is node:
+        parent_id = parent_of.get(span.span_id)
+        if parent_id is None or span.span_id in cut:
             roots.append(node)
         else:
-            parent.children.append(node)
-    # A parent cycle (malformed input) would hide spans; surface them as roots.
-    reachable = {id(n) for root in roots for _, n in root.walk()}
-    for span in spans:
-        node = nodes[span.span_id]
-        if id(node) not in reachable:
-            for parent in nodes.values():
-                if node in parent.children:
-                    parent.children.remove(node)
-            roots.append(node)
-            reachable.update(id(n) for _, n in node.walk())
+            nodes[parent_id].children.append(node)
     return roots
 
 

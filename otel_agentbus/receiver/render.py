@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
 from .names import PENDING_ATTRIBUTE
-from .queries import RunRow, SpanRow, TraceTree
+from .queries import RunRow, SpanNode, SpanRow, TraceTree
 
 KEY_ATTRIBUTE_PREFIXES: Final = ("gen_ai.", "agentbus.", "error.", "exception.")
 """Attributes shown by default under each span; the rest appear with ``--all-attributes``."""
 _MAX_VALUE: Final = 80
+MAX_INDENT_LEVELS: Final = 32
+"""Nesting shown by indentation; deeper spans keep this indent and print their depth, so
+the output of a trace thousands of spans deep grows linearly, not with depth squared."""
 
 
 def _value(value: Any) -> str:
@@ -85,8 +88,9 @@ def format_trace(tree: TraceTree, *, all_attributes: bool = False) -> str:
     lines = [head]
     for depth, node in tree.walk():
         span = node.span
-        indent = "  " * depth
-        lines.append(indent + _span_line(span))
+        indent = "  " * min(depth, MAX_INDENT_LEVELS)
+        marker = f"[depth {depth}] " if depth > MAX_INDENT_LEVELS else ""
+        lines.append(indent + marker + _span_line(span))
         attrs = format_attributes(span.attributes, only_key=not all_attributes)
         if attrs:
             lines.append(f"{indent}    {attrs}")
@@ -96,3 +100,52 @@ def format_trace(tree: TraceTree, *, all_attributes: bool = False) -> str:
             event_attrs = format_attributes(event.attributes)
             lines.append(f"{text}  {event_attrs}" if event_attrs else text)
     return "\n".join(lines)
+
+
+def _indent(level: int) -> str:
+    return "  " * min(level, MAX_INDENT_LEVELS)
+
+
+def _json_value(value: Any, level: int) -> str:
+    """``value`` as ``json.dumps(indent=2)`` writes it when nested ``level`` deep (span
+    fields nest only as deep as OTLP attribute values, which protobuf bounds)."""
+    return json.dumps(value, indent=2).replace("\n", "\n" + _indent(level))
+
+
+def trace_json_chunks(tree: TraceTree) -> Iterator[str]:
+    """``json.dumps(tree.to_dict(), indent=2)``, written piece by piece with a stack of its
+    own: the same text for ordinary traces, and no recursion limit for deep ones (their
+    indentation stops growing at :data:`MAX_INDENT_LEVELS`, which JSON readers ignore)."""
+    yield (f'{{\n  "trace_id": {json.dumps(tree.trace_id)},\n'
+           f'  "span_count": {len(tree.spans)},\n  "roots": ')
+    work: list[str | tuple[SpanNode, int]] = ["\n}"]
+    seen: set[int] = set()  # a hand-built cycle of nodes: each node written once
+    _push_list(work, tree.roots, 1, seen)
+    while work:
+        item = work.pop()
+        if isinstance(item, str):
+            yield item
+            continue
+        node, level = item
+        inner = _indent(level + 1)
+        fields = "".join(f"{inner}{json.dumps(key)}: {_json_value(value, level + 1)},\n"
+                         for key, value in node.span.to_dict().items())
+        work.append(f"\n{_indent(level)}}}")
+        _push_list(work, node.children, level + 1, seen)
+        yield f"{{\n{fields}{inner}\"children\": "
+
+
+def _push_list(work: list[str | tuple[SpanNode, int]], nodes: list[SpanNode], level: int,
+               seen: set[int]) -> None:
+    """Schedule ``nodes`` not yet written as a JSON list at ``level`` (``work`` is popped
+    from the end, so pieces go on in reverse)."""
+    fresh = [node for node in nodes if id(node) not in seen]
+    seen.update(id(node) for node in fresh)
+    if not fresh:
+        work.append("[]")
+        return
+    work.append(f"\n{_indent(level)}]")
+    item_indent = _indent(level + 1)
+    for i in range(len(fresh) - 1, -1, -1):
+        work.append((fresh[i], level + 1))
+        work.append(("[\n" if i == 0 else ",\n") + item_indent)

@@ -15,7 +15,17 @@ from typing import Any, Final
 
 from .http_server import OTLPHTTPServer
 from .ingest import Ingest, ReceiverStats
+from .limits import DEFAULT_LIMITS, DecodeLimits, HTTPLimits
+from .retention import (
+    DEFAULT_INTERVAL_S,
+    DEFAULT_MAX_DB_SIZE,
+    DEFAULT_RETENTION_S,
+    Pruner,
+    PruneStats,
+    RetentionPolicy,
+)
 from .store import Store
+from .tls import TLSFiles, check_exposure
 
 DEFAULT_MAX_BODY: Final = 16 * 1024 * 1024
 DEFAULT_GRPC_ADDR: Final = "127.0.0.1:4317"
@@ -43,7 +53,12 @@ def join_host_port(host: str, port: int) -> str:
 
 
 class Receiver:
-    """An OTLP receiver (gRPC and HTTP) storing into SQLite at ``db_path``."""
+    """An OTLP receiver (gRPC and HTTP) storing into SQLite at ``db_path``.
+
+    ``retention`` (seconds since arrival) and ``max_db_size`` (bytes) bound what it keeps,
+    ``None`` turning either off; a background pruner deletes whole traces past them (see
+    ``receiver/retention.py``). A request that finds the database full anyway is refused
+    (HTTP 507 / gRPC RESOURCE_EXHAUSTED) and counted in ``stats().refused_full``."""
 
     def __init__(
         self,
@@ -52,19 +67,37 @@ class Receiver:
         http_addr: str = "127.0.0.1:0",
         token: str | None = None,
         max_body: int = DEFAULT_MAX_BODY,
+        *,
+        http_limits: HTTPLimits | None = None,
+        decode_limits: DecodeLimits = DEFAULT_LIMITS,
+        retention: float | None = DEFAULT_RETENTION_S,
+        max_db_size: int | None = DEFAULT_MAX_DB_SIZE,
+        prune_interval: float = DEFAULT_INTERVAL_S,
+        tls_cert: str | os.PathLike[str] | None = None,
+        tls_key: str | os.PathLike[str] | None = None,
+        insecure: bool = False,
     ) -> None:
         if max_body <= 0:
             raise ValueError("max_body must be positive")
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("TLS needs both a certificate and its key (tls_cert, tls_key)")
+        self.tls = None if tls_cert is None or tls_key is None else TLSFiles.load(
+            tls_cert, tls_key)
+        self.retention = RetentionPolicy(retention, max_db_size, prune_interval)
         self.db_path = Path(db_path).absolute()
         self.token = token or None
         self.max_body = max_body
+        self.http_limits = http_limits or HTTPLimits()
+        self.decode_limits = decode_limits
         self._grpc_host, self._grpc_port = split_host_port(grpc_addr)
         self._http_host, self._http_port = split_host_port(http_addr)
+        check_exposure([grpc_addr, http_addr], [self._grpc_host, self._http_host],
+                       self.token, insecure)
         self._store: Store | None = None
         self._ingest: Ingest | None = None
+        self._pruner: Pruner | None = None
         self._grpc: Any = None
         self._http: OTLPHTTPServer | None = None
-        self._http_thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     # ---- lifecycle ------------------------------------------------------
@@ -76,14 +109,17 @@ class Receiver:
         with self._lock:
             if self._store is not None:
                 raise RuntimeError("receiver already started")
-            store = Store(self.db_path)
-            ingest = Ingest(store)
+            store = Store(self.db_path, max_db_size=self.retention.max_db_size)
+            ingest = Ingest(store, self.decode_limits)
+            pruner = Pruner(self.db_path, self.retention)
+            store.add_full_listener(pruner.wake)
             try:
                 grpc_server, grpc_port = create_grpc_server(
                     join_host_port(self._grpc_host, self._grpc_port),
                     ingest,
                     token=self.token,
                     max_body=self.max_body,
+                    tls=self.tls,
                 )
                 try:
                     http = OTLPHTTPServer(
@@ -91,7 +127,10 @@ class Receiver:
                         ingest,
                         token=self.token,
                         max_body=self.max_body,
+                        limits=self.http_limits,
+                        tls=self.tls,
                     )
+                    http.start()
                 except BaseException:
                     grpc_server.stop(None)
                     raise
@@ -99,17 +138,9 @@ class Receiver:
                 store.close()
                 raise
             grpc_server.start()
-            thread = threading.Thread(
-                target=http.serve_forever,
-                kwargs={"poll_interval": 0.1},
-                name="otlp-http",
-                daemon=True,
-            )
-            thread.start()
-            self._store, self._ingest = store, ingest
+            self._store, self._ingest, self._pruner = store, ingest, pruner.start()
             self._grpc, self._grpc_port = grpc_server, grpc_port
             self._http, self._http_port = http, int(http.server_address[1])
-            self._http_thread = thread
         return self
 
     def stop(self, grace: float | None = 1.0) -> None:
@@ -117,17 +148,17 @@ class Receiver:
         with self._lock:
             if self._store is None:
                 return
-            grpc_server, http, thread = self._grpc, self._http, self._http_thread
-            assert http is not None and thread is not None
+            grpc_server, http = self._grpc, self._http
+            assert http is not None
             stopped = grpc_server.stop(grace)
-            http.shutdown()
-            http.server_close()
-            http.close_connections()
+            http.stop(grace)
             stopped.wait(None if grace is None else grace + 1.0)
-            thread.join(timeout=5.0)
+            if self._pruner is not None:
+                self._pruner.stop()
+                self._pruner = None
             self._store.close()
             self._store = None
-            self._grpc = self._http = self._http_thread = None
+            self._grpc = self._http = None
 
     def __enter__(self) -> Receiver:
         return self.start()
@@ -172,15 +203,25 @@ class Receiver:
         return join_host_port(self._http_host, self._http_port)
 
     @property
+    def scheme(self) -> str:
+        return "http" if self.tls is None else "https"
+
+    @property
     def grpc_endpoint(self) -> str:
-        """For ``OTLPSpanExporter(endpoint=..., insecure=True)`` (gRPC)."""
-        return f"http://{self.grpc_address}"
+        """For ``OTLPSpanExporter(endpoint=..., insecure=True)`` (gRPC); ``https://`` with
+        TLS."""
+        return f"{self.scheme}://{self.grpc_address}"
 
     @property
     def http_endpoint(self) -> str:
         """Base URL; signal paths are ``/v1/traces``, ``/v1/metrics``, ``/v1/logs``."""
-        return f"http://{self.http_address}"
+        return f"{self.scheme}://{self.http_address}"
 
     def stats(self) -> ReceiverStats:
         ingest = self._ingest
         return ingest.stats() if ingest is not None else ReceiverStats()
+
+    def prune_stats(self) -> PruneStats:
+        """What retention deleted since :meth:`start`."""
+        pruner = self._pruner
+        return pruner.stats() if pruner is not None else PruneStats()

@@ -4,22 +4,38 @@ One connection, one writer lock and one transaction per export request, so a
 request is either stored whole or not at all. WAL mode lets the CLI and tests
 read while the receiver writes. The file is created owner-only (0600) because
 prompts and tool arguments often end up in span attributes.
+
+Every row carries the receiver's clock at storage (``received_ms``, filled in by SQLite
+itself, so the insert statements do not change): retention ages data by when it arrived,
+not by the sender's timestamps, which may be skewed or made up. A size cap is SQLite's
+``max_page_count``; a write past it, or onto a full disk, fails as :class:`StorageFull`
+with the transaction rolled back, and succeeds again once pages are free.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
 from .convert import SPAN_COLUMNS, LogRecordRow, MetricPointRecord, SpanRecord, SpanValues
 
-SCHEMA_VERSION = 1
+log = logging.getLogger(__name__)
 
-_SCHEMA = """
+SCHEMA_VERSION = 2
+"""1: spans, metrics, logs. 2: ``received_ms`` on each (added in place to a version 1 file)."""
+
+RECEIVED_NOW = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
+"""SQLite's clock in Unix milliseconds, the ``received_ms`` of a row being stored."""
+_RECEIVED_COLUMN = f"received_ms INTEGER DEFAULT ({RECEIVED_NOW})"
+_TABLES = ("spans", "metrics", "logs")
+
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS spans (
     trace_id        TEXT NOT NULL,
     span_id         TEXT NOT NULL,
@@ -39,6 +55,7 @@ CREATE TABLE IF NOT EXISTS spans (
     service_name    TEXT,
     trace_state     TEXT NOT NULL,
     pending         INTEGER NOT NULL DEFAULT 0,
+    {_RECEIVED_COLUMN},
     PRIMARY KEY (trace_id, span_id)
 );
 CREATE INDEX IF NOT EXISTS spans_start ON spans (start_ns);
@@ -58,7 +75,8 @@ CREATE TABLE IF NOT EXISTS metrics (
     is_monotonic    INTEGER,
     resource        TEXT NOT NULL,
     scope_name      TEXT NOT NULL,
-    service_name    TEXT
+    service_name    TEXT,
+    {_RECEIVED_COLUMN}
 );
 CREATE INDEX IF NOT EXISTS metrics_name ON metrics (name, time_ns);
 CREATE TABLE IF NOT EXISTS logs (
@@ -75,10 +93,44 @@ CREATE TABLE IF NOT EXISTS logs (
     flags            INTEGER NOT NULL,
     resource         TEXT NOT NULL,
     scope_name       TEXT NOT NULL,
-    service_name     TEXT
+    service_name     TEXT,
+    {_RECEIVED_COLUMN}
 );
 CREATE INDEX IF NOT EXISTS logs_trace ON logs (trace_id);
 """
+
+
+def _add_received_column(conn: sqlite3.Connection) -> None:
+    """Bring a version 1 file to version 2. ``ALTER TABLE`` cannot give the new column a
+    clock default, so a trigger stamps new rows instead, and rows already stored count as
+    received now (they get a full retention period from the upgrade)."""
+    for table in _TABLES:
+        columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if "received_ms" in columns:
+            continue
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN received_ms INTEGER")
+        conn.execute(f"UPDATE {table} SET received_ms = {RECEIVED_NOW}")
+        conn.execute(
+            f"CREATE TRIGGER IF NOT EXISTS {table}_received AFTER INSERT ON {table} "
+            f"WHEN NEW.received_ms IS NULL BEGIN UPDATE {table} "
+            f"SET received_ms = {RECEIVED_NOW} WHERE rowid = NEW.rowid; END")
+
+
+SQLITE_FULL = 13
+"""SQLite's result code for a full database: the disk, or the ``max_page_count`` cap."""
+
+
+class StorageFull(RuntimeError):
+    """A request was not stored because the database reached its size cap or the disk is
+    full. Nothing of it was written; the transports answer HTTP 507 / RESOURCE_EXHAUSTED."""
+
+
+STORAGE_FULL_MESSAGE = "receiver storage is full; nothing of this request was stored"
+"""What a refused client is told (the database path stays in the receiver's log)."""
+
+
+def _is_full(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL or "full" in str(exc)
 
 
 def _insert_sql(table: str, columns: Sequence[str], rows: int = 1) -> str:
@@ -134,13 +186,17 @@ def create_private_file(path: Path) -> None:
 
 
 class Store:
-    """Thread-safe writer for the receiver database."""
+    """Thread-safe writer for the receiver database; ``max_db_size`` (bytes) caps the file."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, max_db_size: int | None = None) -> None:
+        if max_db_size is not None and max_db_size <= 0:
+            raise ValueError("max_db_size must be positive")
         self.path = Path(path).absolute()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         create_private_file(self.path)
         self._lock = threading.Lock()
+        self._full = False
+        self._full_listeners: list[Callable[[], None]] = []
         self._conn = sqlite3.connect(
             self.path, check_same_thread=False, isolation_level=None, timeout=30.0
         )
@@ -152,12 +208,35 @@ class Store:
             # fsyncs. Together they made a stored span about a third cheaper.
             self._conn.execute("PRAGMA cache_size=-32768")
             self._conn.execute("PRAGMA wal_autocheckpoint=8192")
+            # After a checkpoint the WAL is cut back to 64 MB instead of keeping its peak.
+            self._conn.execute("PRAGMA journal_size_limit=67108864")
             self._conn.executescript(_SCHEMA)
+            _add_received_column(self._conn)
             self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self.max_db_size: int | None = None
+            self.set_max_db_size(max_db_size)
         except BaseException:
             self._conn.close()
             raise
         self._closed = False
+
+    def add_full_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (in the writing thread, outside the lock) whenever a write is
+        refused for lack of space: the ingest counts it, the pruner wakes up."""
+        self._full_listeners.append(listener)
+
+    @property
+    def page_size(self) -> int:
+        return int(self._conn.execute("PRAGMA page_size").fetchone()[0])
+
+    def set_max_db_size(self, max_db_size: int | None) -> None:
+        """Cap the file at ``max_db_size`` bytes (``None``: SQLite's own limit). SQLite does
+        not lower the cap below the pages in use: a larger file keeps its size and the
+        pruner frees pages inside it."""
+        pages = (1 << 31) - 2 if max_db_size is None else max(
+            1, math.floor(max_db_size / self.page_size))
+        self._conn.execute(f"PRAGMA max_page_count={pages}")
+        self.max_db_size = max_db_size
 
     def write(
         self,
@@ -165,7 +244,30 @@ class Store:
         metrics: Sequence[MetricPointRecord] = (),
         logs: Sequence[LogRecordRow] = (),
     ) -> None:
-        """Store all rows of one request in a single transaction."""
+        """Store all rows of one request in a single transaction, or raise
+        :class:`StorageFull` having stored none of them."""
+        try:
+            self._write(spans, metrics, logs)
+        except sqlite3.OperationalError as exc:
+            if not _is_full(exc):
+                raise
+            if not self._full:  # one warning per full spell, not one per request
+                log.warning("receiver database %s is full (%s): refusing exports until "
+                            "space is freed", self.path, exc)
+            self._full = True
+            for listener in tuple(self._full_listeners):
+                listener()
+            raise StorageFull(f"receiver database {self.path} is full: {exc}") from None
+        if self._full:
+            self._full = False
+            log.warning("receiver database %s has space again: storing exports", self.path)
+
+    def _write(
+        self,
+        spans: Sequence[SpanRecord] | SpanValues,
+        metrics: Sequence[MetricPointRecord],
+        logs: Sequence[LogRecordRow],
+    ) -> None:
         values = spans if isinstance(spans, SpanValues) else SpanValues.of(spans)
         if not (values.count or metrics or logs):
             return
@@ -186,7 +288,8 @@ class Store:
                 if logs:
                     conn.executemany(_INSERT_LOG, logs)
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLITE_FULL may have rolled back already
+                    conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
 
