@@ -52,6 +52,7 @@ from .exporter_env import (
     Protocol,
     SignalExport,
     resolve_signal,
+    warn_tls_by_default,
 )
 from .metrics import MirrorMetrics
 from .mirror import TelemetryMirror
@@ -139,7 +140,7 @@ def _resolve_exports(exporter: str | None, metrics_exporter: str | None,
                                 headers=headers, insecure=insecure)
         explicit = traces.exporters_source in ("exporter=", "OTEL_TRACES_EXPORTER")
         follows = (traces.exporters, traces.exporters_source) if explicit else None
-        return {
+        exports = {
             "traces": traces,
             "metrics": resolve_signal("metrics", metrics_exporter, follows=follows,
                                       endpoint=endpoint, protocol=protocol, headers=headers,
@@ -149,6 +150,10 @@ def _resolve_exports(exporter: str | None, metrics_exporter: str | None,
         }
     except ExporterSettingError as exc:
         raise ConfigurationError(str(exc)) from None
+    for export in exports.values():
+        if export.otlp is not None:
+            warn_tls_by_default(export.otlp)
+    return exports
 
 
 _said_nothing_exported = False

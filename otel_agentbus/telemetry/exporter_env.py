@@ -58,6 +58,10 @@ class OtlpTarget:
     insecure: bool
     """gRPC only: plaintext rather than TLS."""
     headers: dict[str, str]
+    tls_by_default: bool = False
+    """gRPC to an endpoint without a scheme, nothing saying whether it is insecure: TLS,
+    as the specification says (worth a warning: a plaintext collector then never gets
+    a span)."""
 
     @property
     def tls(self) -> bool:
@@ -190,10 +194,10 @@ def _http_url(signal: Signal, source: str, value: str, is_base: bool) -> str:
     path = urlsplit(value).path.rstrip("/")
     for other in SIGNALS:
         if path.endswith(f"/v1/{other}"):
-            logger.warning(
-                "%s=%r already ends with /v1/%s, and OTLP/HTTP appends v1/%s to a base "
-                "endpoint: for a full URL use %s", source, value, other, signal,
-                _signal_var(signal, "ENDPOINT"))
+            _warn_once(
+                f"{source}={value!r} already ends with /v1/{other}, and OTLP/HTTP appends "
+                f"v1/{signal} to a base endpoint: for a full URL use "
+                f"{_signal_var(signal, 'ENDPOINT')}")
             break
     return value.rstrip("/") + f"/v1/{signal}"
 
@@ -232,14 +236,9 @@ def resolve_target(signal: Signal, *, endpoint: str | None = None, protocol: str
         source, value, is_base = found
     if chosen_protocol == "grpc":
         plaintext, defaulted = _grpc_insecure(signal, value, insecure, source)
-        if defaulted:
-            _warn_once(f"{source}={value!r} has no scheme: OTLP/gRPC then uses TLS (the "
-                       f"specification's default); write https://{value} to say so, or "
-                       f"http://{value} (or set OTEL_EXPORTER_OTLP_INSECURE=true) for "
-                       "plaintext")
         url = value
     else:
-        plaintext = False
+        plaintext = defaulted = False
         url = _http_url(signal, source, value, is_base)
     if headers is not None:
         header_values = dict(headers)
@@ -249,7 +248,16 @@ def resolve_target(signal: Signal, *, endpoint: str | None = None, protocol: str
             ("OTEL_EXPORTER_OTLP_HEADERS", env("OTEL_EXPORTER_OTLP_HEADERS")))
         header_values = parse_headers(header_found[1], header_found[0]) if header_found else {}
     return OtlpTarget(protocol=chosen_protocol, endpoint=url, endpoint_source=source,
-                      insecure=plaintext, headers=header_values)
+                      insecure=plaintext, headers=header_values, tls_by_default=defaulted)
+
+
+def warn_tls_by_default(target: OtlpTarget) -> None:
+    """Once per endpoint: it has no scheme, so OTLP/gRPC uses TLS."""
+    if target.tls_by_default:
+        value = target.endpoint
+        _warn_once(f"{target.endpoint_source}={value!r} has no scheme: OTLP/gRPC then uses "
+                   f"TLS (the specification's default); write https://{value} to say so, or "
+                   f"http://{value} (or set OTEL_EXPORTER_OTLP_INSECURE=true) for plaintext")
 
 
 def resolve_exporters(signal: Signal, exporter: str | None, *,
