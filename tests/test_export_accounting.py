@@ -8,6 +8,7 @@ the embedded receiver itself.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -106,7 +107,7 @@ async def test_in_flight_is_not_lost_and_unsent_is(made: list[Telemetry],
     held.release.set()
     deadline = time.monotonic() + 10
     while telemetry.export_stats()["spans_in_flight"] and time.monotonic() < deadline:
-        time.sleep(0.02)
+        await asyncio.sleep(0.02)
     stats = telemetry.export_stats()
     assert (stats["spans_exported"], stats["spans_in_flight"], stats["spans_unsent"]) == (1, 0, 2)
     assert _balanced(stats)

@@ -373,3 +373,13 @@ def test_console_span_exporter_by_name(owned: Owned, monkeypatch: pytest.MonkeyP
     telemetry = owned(metrics_enabled=False)
     assert telemetry.exporter is not None
     assert isinstance(telemetry.exporter.inner, ConsoleSpanExporter)
+
+
+def test_header_values_stay_out_of_the_handles_repr(owned: Owned,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20s3cr3t")
+    telemetry = owned(metrics_enabled=False)
+    assert _target(telemetry, "traces") == ("grpc", "http://c:4317", True,
+                                            {"authorization": "Bearer s3cr3t"})
+    assert "s3cr3t" not in repr(telemetry)

@@ -19,7 +19,7 @@ import logging
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal
 from urllib.parse import unquote, urlsplit
 
@@ -57,7 +57,8 @@ class OtlpTarget:
     """The argument or variable the endpoint came from ("default" when none did)."""
     insecure: bool
     """gRPC only: plaintext rather than TLS."""
-    headers: dict[str, str]
+    headers: dict[str, str] = field(repr=False)
+    """Sent with every export; kept out of ``repr()`` (they often carry a token)."""
     tls_by_default: bool = False
     """gRPC to an endpoint without a scheme, nothing saying whether it is insecure: TLS,
     as the specification says (worth a warning: a plaintext collector then never gets
