@@ -74,6 +74,14 @@ async def _publish_run(bus: EventBus, run_id: str) -> None:
     await bus.publish(Event("agent.run.completed", scope=scope))
 
 
+def _stats_once_answered(telemetry: Telemetry, timeout: float = 10.0) -> dict[str, int]:
+    """export_stats() once no batch is in flight (or at the deadline)."""
+    deadline = time.monotonic() + timeout
+    while telemetry.export_stats()["spans_in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return telemetry.export_stats()
+
+
 def _balanced(stats: dict[str, int]) -> bool:
     return stats["spans_accepted"] == (stats["spans_exported"] + stats["spans_export_failed"]
                                        + stats["spans_dropped"] + stats["spans_in_flight"]
@@ -105,10 +113,7 @@ async def test_in_flight_is_not_lost_and_unsent_is(made: list[Telemetry],
     assert _balanced(stats)
     # The held batch is answered late: it counts as exported, and the rest stays unsent.
     held.release.set()
-    deadline = time.monotonic() + 10
-    while telemetry.export_stats()["spans_in_flight"] and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
-    stats = telemetry.export_stats()
+    stats = await asyncio.to_thread(_stats_once_answered, telemetry)
     assert (stats["spans_exported"], stats["spans_in_flight"], stats["spans_unsent"]) == (1, 0, 2)
     assert _balanced(stats)
 
