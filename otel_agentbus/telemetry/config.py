@@ -165,8 +165,7 @@ def _say_nothing_exported(traces: SignalExport) -> None:
     if _said_nothing_exported:
         return
     _said_nothing_exported = True
-    if traces.exporters_source == "OTEL_TRACES_EXPORTER" or traces.exporters_source == (
-            "exporter="):
+    if traces.exporters_source in ("OTEL_TRACES_EXPORTER", "exporter="):
         logger.info("telemetry: spans are not exported (%s says none)",
                     traces.exporters_source)
     else:
@@ -256,11 +255,22 @@ class Telemetry:
     def _bounded(self, what: str, work: Any, timeout: float) -> bool:
         """Run ``work`` on a helper thread and give up after ``timeout``: the SDK's
         flush ignores its own timeout and would block on a dead collector."""
-        worker = threading.Thread(target=work, name=f"otel-agentbus-{what}", daemon=True)
+        failed: list[Exception] = []
+
+        def run() -> None:
+            try:
+                work()
+            except Exception as exc:  # e.g. a MeterProvider whose own deadline passed
+                failed.append(exc)
+
+        worker = threading.Thread(target=run, name=f"otel-agentbus-{what}", daemon=True)
         worker.start()
         worker.join(timeout)
         if worker.is_alive():
             logger.warning("telemetry %s did not finish within %.1fs; giving up", what, timeout)
+            return False
+        if failed:
+            logger.warning("telemetry %s did not finish: %s", what, failed[0])
             return False
         return True
 
