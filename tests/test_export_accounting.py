@@ -352,3 +352,13 @@ def test_embedded_receiver_report_carries_the_export_figures(tmp_path: Path) -> 
     assert export["exported"] == export["spans_emitted"] == report["spans_exported"] > 0
     assert export["failed"] == export["dropped"] == export["unsent"] == export["lost"] == 0
     assert export["unconfirmed"] == 0
+
+
+def test_text_report_says_what_became_of_the_spans(tmp_path: Path) -> None:
+    done = _demo("--db", str(tmp_path / "demo.db"))
+    assert done.returncode == 0, done.stderr
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("spans: ")]
+    emitted = int(line.split()[1])
+    assert emitted > 0
+    assert line.startswith(f"spans: {emitted} emitted, {emitted} exported, 0 failed, "
+                           "0 dropped, 0 unsent, 0 unconfirmed, ")

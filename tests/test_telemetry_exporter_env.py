@@ -383,3 +383,19 @@ def test_header_values_stay_out_of_the_handles_repr(owned: Owned,
     assert _target(telemetry, "traces") == ("grpc", "http://c:4317", True,
                                             {"authorization": "Bearer s3cr3t"})
     assert "s3cr3t" not in repr(telemetry)
+
+
+def test_a_base_endpoint_ending_in_a_signal_path_is_kept_and_warned_about(
+    owned: Owned, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The specification says to append; the warning names the variable that takes a URL
+    # as it is.
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:6006/v1/traces")
+    with caplog.at_level(logging.WARNING, logger="otel_agentbus.telemetry"):
+        telemetry = owned(metrics_enabled=False)
+    assert _target(telemetry, "traces") == ("http/protobuf", "http://c:6006/v1/traces/v1/traces",
+                                            False, {})
+    assert any("already ends with /v1/traces" in r.getMessage()
+               and "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" in r.getMessage()
+               for r in caplog.records)
