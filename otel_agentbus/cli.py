@@ -323,8 +323,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                f"{export['unsent']} not sent within the {flush_timeout:g}s flush timeout)")
     if report.spans_unconfirmed:
         print(f"otel-agentbus: note: {report.spans_unconfirmed} spans were sent to "
-              f"{report.endpoint} but not acknowledged within {flush_timeout:g}s; not counted "
-              "as lost (--flush-timeout waits longer)", file=sys.stderr, flush=True)
+              f"{report.endpoint} but not acknowledged (within {flush_timeout:g}s, or the "
+              "exporter's own timeout); not counted as lost (--flush-timeout and "
+              "OTEL_EXPORTER_OTLP_TIMEOUT wait longer)", file=sys.stderr, flush=True)
     return 0 if report.ok else EXIT_FAILURE
 
 

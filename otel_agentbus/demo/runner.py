@@ -140,18 +140,23 @@ class DemoReport:
         return self.export["spans_exported"]
 
     @property
+    def spans_failed(self) -> int:
+        """The exporter said they failed, with an answer (refused, unreachable)."""
+        return self.export["spans_export_failed"] - self.export["spans_export_timed_out"]
+
+    @property
     def spans_lost(self) -> int:
         """Spans the backend will never have: the exporter said they failed, the full
         queue dropped them, or they were still queued when the bounded flush gave up (the
         process then exits with them). Spans sent but not yet acknowledged are not lost."""
         export = self.export
-        return export["spans_export_failed"] + export["spans_dropped"] + export["spans_unsent"]
+        return self.spans_failed + export["spans_dropped"] + export["spans_unsent"]
 
     @property
     def spans_unconfirmed(self) -> int:
-        """Sent, not acknowledged when the demo stopped waiting: a slow backend may still
-        store them."""
-        return self.export["spans_in_flight"]
+        """Sent, not acknowledged: still in flight when the demo stopped waiting, or past
+        the exporter's own timeout. A slow backend may store them all the same."""
+        return self.export["spans_in_flight"] + self.export["spans_export_timed_out"]
 
     @property
     def ok(self) -> bool:
@@ -160,7 +165,7 @@ class DemoReport:
     def export_summary(self) -> dict[str, int]:
         export = self.export
         return {"spans_emitted": export["spans_accepted"], "exported": self.spans_exported,
-                "failed": export["spans_export_failed"], "dropped": export["spans_dropped"],
+                "failed": self.spans_failed, "dropped": export["spans_dropped"],
                 "unsent": export["spans_unsent"], "unconfirmed": self.spans_unconfirmed,
                 "lost": self.spans_lost}
 
@@ -385,7 +390,7 @@ def format_report(report: DemoReport) -> str:
         f"events published: {report.events_published} (in-process subscriber handled "
         f"{report.subscriber_total}: {families}; bus drops {report.bus_dropped})",
         f"spans: {export['spans_accepted']} emitted, {report.spans_exported} exported, "
-        f"{export['spans_export_failed']} failed, {export['spans_dropped']} dropped, "
+        f"{report.spans_failed} failed, {export['spans_dropped']} dropped, "
         f"{export['spans_unsent']} unsent, {report.spans_unconfirmed} unconfirmed, "
         f"{export['spans_force_ended']} force-ended by the mirror",
     ]

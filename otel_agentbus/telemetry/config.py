@@ -220,7 +220,9 @@ class Telemetry:
 
         Of the spans the batch processor was handed (``spans_accepted``: the mirror's and
         any other span ended on this provider), each is ``spans_exported`` (the backend
-        acknowledged it), ``spans_export_failed`` (the exporter said it failed),
+        acknowledged it), ``spans_export_failed`` (the exporter said it failed; of those,
+        ``spans_export_timed_out`` got no answer within the exporter's timeout and may
+        have been stored by a slow backend all the same; OTLP/gRPC only),
         ``spans_dropped`` (the processor's full queue evicted it), ``spans_in_flight``
         (sent, no answer yet: not lost, a slow backend may still store it) or
         ``spans_unsent`` (still queued, or refused after a bounded ``shutdown()`` gave up:
@@ -245,6 +247,7 @@ class Telemetry:
             "spans_accepted": accepted,
             "spans_exported": exported,
             "spans_export_failed": failed,
+            "spans_export_timed_out": exporter.timed_out if exporter else 0,
             "spans_dropped": dropped,
             "spans_in_flight": in_flight,
             "spans_unsent": unsent,

@@ -25,9 +25,27 @@ from . import sdk_internals
 logger = logging.getLogger("otel_agentbus.telemetry")
 
 
+class _Unanswered(threading.local):
+    seen = False
+
+
+_unanswered = _Unanswered()
+
+
+def note_unanswered() -> None:
+    """Say, on the exporting thread, that a request's deadline passed without an answer
+    (gRPC ``DEADLINE_EXCEEDED``): the backend may have stored it all the same. The gRPC
+    stub :mod:`.otlp` gives the span exporter calls it."""
+    _unanswered.seen = True
+
+
 class CountingSpanExporter(SpanExporter):
     """Wraps the real exporter to count what reached the backend, what did not, and what
     is on its way (``in_flight``: handed to the exporter, no answer yet).
+
+    ``timed_out`` is the part of ``failed`` whose export got no answer in time (see
+    :func:`note_unanswered`): a backend slower than the exporter's own timeout may still
+    have stored those spans, so they are unconfirmed rather than lost.
 
     ``stop_sending()`` (called when a bounded shutdown gives up) makes every later batch
     fail at once without being sent: those spans are ``unsent``, and the counts then say
@@ -38,6 +56,7 @@ class CountingSpanExporter(SpanExporter):
         self.inner = inner
         self.exported = 0
         self.failed = 0
+        self.timed_out = 0
         self.in_flight = 0
         self.unsent = 0
         self._sending = True
@@ -50,6 +69,7 @@ class CountingSpanExporter(SpanExporter):
                 self.unsent += count
                 return SpanExportResult.FAILURE
             self.in_flight += count
+        _unanswered.seen = False
         try:
             result = self.inner.export(spans)
         except Exception:
@@ -61,6 +81,8 @@ class CountingSpanExporter(SpanExporter):
                 self.exported += count
             else:
                 self.failed += count
+                if _unanswered.seen:
+                    self.timed_out += count
         return result
 
     def stop_sending(self) -> None:
