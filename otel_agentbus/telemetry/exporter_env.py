@@ -91,6 +91,11 @@ def _signal_var(signal: Signal, what: str) -> str:
     return f"OTEL_EXPORTER_OTLP_{signal.upper()}_{what}"
 
 
+def setting(source: str, value: str) -> str:
+    """How a message shows a setting: ``endpoint='x'`` for an argument, ``VAR='x'``."""
+    return f"{source}{value!r}" if source.endswith("=") else f"{source}={value!r}"
+
+
 def _first(*candidates: tuple[str, str | None]) -> tuple[str, str] | None:
     """The first (source, value) whose value is set."""
     for source, value in candidates:
@@ -113,11 +118,11 @@ def parse_exporters(value: str, source: str) -> tuple[str, ...]:
         return ()
     if "none" in names:
         raise ExporterSettingError(
-            f"{source}={value!r}: 'none' cannot be combined with other exporters")
+            f"{setting(source, value)}: 'none' cannot be combined with other exporters")
     for name in names:
         if name not in EXPORTERS:
             raise ExporterSettingError(
-                f"exporter {name!r} is not supported ({source}={value!r}): use 'otlp', "
+                f"exporter {name!r} is not supported ({setting(source, value)}): use 'otlp', "
                 "'console' or 'none' (a comma-separated list for several)")
     return tuple(names)
 
@@ -184,27 +189,26 @@ def has_scheme(endpoint: str) -> bool:
 def _http_url(signal: Signal, source: str, value: str, is_base: bool) -> str:
     if not has_scheme(value):
         raise ExporterSettingError(
-            f"{source}={value!r} has no scheme: OTLP/HTTP needs a URL, e.g. "
+            f"{setting(source, value)} has no scheme: OTLP/HTTP needs a URL, e.g. "
             f"http://{value} (plaintext) or https://{value} (TLS)")
     scheme = urlsplit(value).scheme.lower()
     if scheme not in ("http", "https"):
         raise ExporterSettingError(
-            f"{source}={value!r}: OTLP/HTTP needs an http:// or https:// URL")
+            f"{setting(source, value)}: OTLP/HTTP needs an http:// or https:// URL")
     if not is_base:
         return value  # per-signal: as it is
     path = urlsplit(value).path.rstrip("/")
     for other in SIGNALS:
         if path.endswith(f"/v1/{other}"):
             _warn_once(
-                f"{source}={value!r} already ends with /v1/{other}, and OTLP/HTTP appends "
+                f"{setting(source, value)} already ends with /v1/{other}, and OTLP/HTTP appends "
                 f"v1/{signal} to a base endpoint: for a full URL use "
                 f"{_signal_var(signal, 'ENDPOINT')}")
             break
     return value.rstrip("/") + f"/v1/{signal}"
 
 
-def _grpc_insecure(signal: Signal, value: str, insecure: bool | None,
-                   source: str) -> tuple[bool, bool]:
+def _grpc_insecure(signal: Signal, value: str, insecure: bool | None) -> tuple[bool, bool]:
     """(insecure, defaulted): the scheme decides when there is one; else the argument,
     the per-signal then the generic ``_INSECURE`` variable, else TLS (the default)."""
     if has_scheme(value):
@@ -236,7 +240,7 @@ def resolve_target(signal: Signal, *, endpoint: str | None = None, protocol: str
     else:
         source, value, is_base = found
     if chosen_protocol == "grpc":
-        plaintext, defaulted = _grpc_insecure(signal, value, insecure, source)
+        plaintext, defaulted = _grpc_insecure(signal, value, insecure)
         url = value
     else:
         plaintext = defaulted = False
@@ -256,7 +260,7 @@ def warn_tls_by_default(target: OtlpTarget) -> None:
     """Once per endpoint: it has no scheme, so OTLP/gRPC uses TLS."""
     if target.tls_by_default:
         value = target.endpoint
-        _warn_once(f"{target.endpoint_source}={value!r} has no scheme: OTLP/gRPC then uses "
+        _warn_once(f"{setting(target.endpoint_source, value)} has no scheme: OTLP/gRPC then uses "
                    f"TLS (the specification's default); write https://{value} to say so, or "
                    f"http://{value} (or set OTEL_EXPORTER_OTLP_INSECURE=true) for plaintext")
 
