@@ -309,6 +309,16 @@ DEMO_RUNS = 6
 DEMO_SEED = 42
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
+
+
 def _add_demo_parser(subparsers: _Subparsers) -> None:
     p = subparsers.add_parser(
         "demo",
@@ -332,11 +342,20 @@ def _add_demo_parser(subparsers: _Subparsers) -> None:
     target.add_argument(
         "--otlp-endpoint", default=None, metavar="URL",
         help="export to this OTLP endpoint (collector, Jaeger, ...) instead of the embedded "
-        "receiver; gRPC unless OTEL_EXPORTER_OTLP_PROTOCOL says http/protobuf",
+        "receiver, as OTEL_EXPORTER_OTLP_ENDPOINT would: a base URL (over OTLP/HTTP, "
+        "/v1/traces is appended); gRPC unless OTEL_EXPORTER_OTLP_PROTOCOL says "
+        "http/protobuf. Without it, OTEL_EXPORTER_OTLP_ENDPOINT or "
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (used as it is) choose the backend when set",
     )
     target.add_argument(
         "--db", default=None, metavar="PATH",
         help="the embedded receiver's database (default: a new temporary file, kept)",
+    )
+    p.add_argument(
+        "--flush-timeout", type=_positive_seconds, default=None, metavar="SECONDS",
+        help="at the end, wait this long for the backend to acknowledge every span "
+        "(default: 30); spans sent but not acknowledged by then are reported as "
+        "unconfirmed, not lost",
     )
     p.add_argument("--json", action="store_true", help="print only a JSON summary on stdout")
     p.set_defaults(handler=_cmd_demo)
@@ -344,11 +363,13 @@ def _add_demo_parser(subparsers: _Subparsers) -> None:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import Progress, format_report, run_demo
+    from .demo.runner import DEFAULT_FLUSH_TIMEOUT_S
 
+    flush_timeout = args.flush_timeout or DEFAULT_FLUSH_TIMEOUT_S
     try:
         report = run_demo(
             args.runs, args.seed, endpoint=args.otlp_endpoint, db=args.db,
-            progress=Progress(args.runs),
+            progress=Progress(args.runs), flush_timeout=flush_timeout,
         )
     except (OSError, RuntimeError, ValueError, sqlite3.Error) as exc:
         _error(f"demo failed: {exc}")
@@ -366,8 +387,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if report.missing:
         _error(f"the receiver did not store {len(report.missing)} of {len(report.runs)} "
                f"runs in full: {', '.join(report.missing)}")
-    if report.export_problems:
-        _error(f"{report.export_problems} spans were not exported to {report.endpoint}")
+    export = report.export_summary()
+    if report.spans_lost:
+        _error(f"{report.spans_lost} spans lost exporting to {report.endpoint} "
+               f"({export['failed']} failed, {export['dropped']} dropped by the full queue, "
+               f"{export['unsent']} not sent within the {flush_timeout:g}s flush timeout)")
+    if report.spans_unconfirmed:
+        print(f"otel-agentbus: note: {report.spans_unconfirmed} spans were sent to "
+              f"{report.endpoint} but not acknowledged (within {flush_timeout:g}s, or the "
+              "exporter's own timeout); not counted as lost (--flush-timeout and "
+              "OTEL_EXPORTER_OTLP_TIMEOUT wait longer)", file=sys.stderr, flush=True)
     return 0 if report.ok else EXIT_FAILURE
 
 

@@ -25,7 +25,8 @@ SCENARIO = textwrap.dedent("""
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from otel_agentbus import Event, EventBus, Scope, configure
     from otel_agentbus.telemetry import sdk_internals
-    from otel_agentbus.telemetry.config import _otlp_exporters
+    from otel_agentbus.telemetry.config import _span_exporter
+    from otel_agentbus.telemetry.exporter_env import resolve_target
 
     random.seed(11)
     memory = InMemorySpanExporter()
@@ -49,7 +50,8 @@ SCENARIO = textwrap.dedent("""
         bus.publish_nowait(event)
     telemetry.shutdown()
     spans = sorted(memory.get_finished_spans(), key=lambda s: (s.start_time, s.name))
-    exporter, _, _ = _otlp_exporters("grpc", "http://127.0.0.1:9", None)
+    exporter = _span_exporter("otlp", resolve_target(
+        "traces", endpoint="http://127.0.0.1:9", protocol="grpc"))
     request = exporter._translate_data(spans)
     exporter.shutdown()
     print(json.dumps({

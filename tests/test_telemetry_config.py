@@ -157,7 +157,7 @@ def test_use_global_needs_an_sdk_provider(owned: Owned) -> None:
         ({"OTEL_TRACES_EXPORTER": "none",
           "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}, {}, None),
         ({"OTEL_TRACES_EXPORTER": "console"}, {}, ConsoleSpanExporter),
-        ({"OTEL_TRACES_EXPORTER": "Console,otlp"}, {}, ConsoleSpanExporter),
+        ({"OTEL_TRACES_EXPORTER": "Console,otlp"}, {}, GrpcSpanExporter),  # both; OTLP counted
         ({"OTEL_TRACES_EXPORTER": "otlp"}, {}, GrpcSpanExporter),
         ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}, {}, GrpcSpanExporter),
         ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",

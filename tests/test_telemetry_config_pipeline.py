@@ -21,7 +21,11 @@ from otel_agentbus.telemetry.config import (
     CountingSpanExporter,
     PipelinedSpanExporter,
 )
-from otel_agentbus.telemetry.export import _batch_processor, _FlushingBatchSpanProcessor
+from otel_agentbus.telemetry.export import (
+    _batch_processor,
+    _CountingBatchSpanProcessor,
+    _FlushingBatchSpanProcessor,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -156,8 +160,10 @@ def test_configure_pipelines_otlp_grpc_only(monkeypatch: pytest.MonkeyPatch) -> 
                 kinds[label] = type(processor)
             finally:
                 telemetry.shutdown(timeout=2.0)
-    assert kinds == {"grpc": _FlushingBatchSpanProcessor, "http": BatchSpanProcessor,
-                     "custom": BatchSpanProcessor}
+    assert kinds["grpc"] is _FlushingBatchSpanProcessor
+    # The SDK's processor (counting what it is handed), without the pipelined exports.
+    assert kinds["http"] is kinds["custom"] is _CountingBatchSpanProcessor
+    assert issubclass(_CountingBatchSpanProcessor, BatchSpanProcessor)
     assert EXPORTS_IN_FLIGHT == 2
 
 

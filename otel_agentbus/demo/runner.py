@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import ssl
 import sys
 import tempfile
 import threading
@@ -28,11 +29,22 @@ from ..bus import EventBus
 from ..receiver.queries import RunRow, get_trace, list_runs
 from ..receiver.render import format_duration_s, format_runs, format_trace
 from ..telemetry import Telemetry, configure
+from ..telemetry.exporter_env import (
+    OtlpTarget,
+    Protocol,
+    endpoint_setting,
+    resolve_protocol,
+    resolve_target,
+)
 from .workload import EventCounter, RunPlan, RunResult, plan_runs, run_workload
 
 SERVICE_NAME: Final = "otel-agentbus-demo"
 STORE_TIMEOUT_S: Final = 10.0
 """How long to wait for the receiver to hold every exported span of the demo's runs."""
+DEFAULT_FLUSH_TIMEOUT_S: Final = 30.0
+"""How long the demo waits at the end for the backend to acknowledge every span: longer
+than the OTLP exporter's own 10 s export timeout, so that a dead backend's batches are
+reported as failed rather than left unconfirmed."""
 
 
 class SpanCounter(SpanProcessor):
@@ -128,36 +140,108 @@ class DemoReport:
         return self.export["spans_exported"]
 
     @property
-    def export_problems(self) -> int:
-        return self.export["spans_export_failed"] + self.export["spans_unaccounted"]
+    def spans_failed(self) -> int:
+        """The exporter said they failed, with an answer (refused, unreachable)."""
+        return self.export["spans_export_failed"] - self.export["spans_export_timed_out"]
+
+    @property
+    def spans_lost(self) -> int:
+        """Spans the backend will never have: the exporter said they failed, the full
+        queue dropped them, or they were still queued when the bounded flush gave up (the
+        process then exits with them). Spans sent but not yet acknowledged are not lost."""
+        export = self.export
+        return self.spans_failed + export["spans_dropped"] + export["spans_unsent"]
+
+    @property
+    def spans_unconfirmed(self) -> int:
+        """Sent, not acknowledged: still in flight when the demo stopped waiting, or past
+        the exporter's own timeout. A slow backend may store them all the same."""
+        return self.export["spans_in_flight"] + self.export["spans_export_timed_out"]
 
     @property
     def ok(self) -> bool:
-        return self.stored and self.export_problems == 0
+        return self.stored and self.spans_lost == 0
+
+    def export_summary(self) -> dict[str, int]:
+        export = self.export
+        return {"spans_emitted": export["spans_accepted"], "exported": self.spans_exported,
+                "failed": self.spans_failed, "dropped": export["spans_dropped"],
+                "unsent": export["spans_unsent"], "unconfirmed": self.spans_unconfirmed,
+                "lost": self.spans_lost}
 
     def to_dict(self) -> dict[str, Any]:
         return {"runs": [run.to_dict() for run in self.runs],
                 "db": str(self.db) if self.db is not None else None,
+                "endpoint": self.endpoint,
                 "events_published": self.events_published,
-                "spans_exported": self.spans_exported}
+                "spans_exported": self.spans_exported,
+                "export": self.export_summary()}
 
 
-def check_reachable(endpoint: str, protocol: str, timeout: float = 2.0) -> None:
-    """Fail fast (``OSError``) when nothing listens at ``endpoint``: the exporters would
-    otherwise retry quietly and the process would linger at exit."""
+def _host_port(target: OtlpTarget) -> tuple[str, int]:
+    """Host and port the exporter connects to; a missing port is the scheme's (gRPC: 443,
+    what the gRPC client uses for a target without one)."""
+    endpoint = target.endpoint
     try:
-        parts = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
-        default_port = 4317 if protocol == "grpc" else (443 if parts.scheme == "https" else 4318)
+        parts = urlsplit(endpoint if "://" in endpoint else f"//{endpoint}")
+        default_port = 443 if target.tls else 80
         host, port = parts.hostname, parts.port or default_port
     except ValueError as exc:
-        raise OSError(f"bad OTLP endpoint {endpoint!r}: {exc}") from None
+        raise OSError(f"bad OTLP endpoint {endpoint!r} ({target.endpoint_source}): {exc}"
+                      ) from None
     if not host:
-        raise OSError(f"bad OTLP endpoint {endpoint!r}: no host")
+        raise OSError(f"bad OTLP endpoint {endpoint!r} ({target.endpoint_source}): no host")
+    return host, port
+
+
+def check_reachable(target: OtlpTarget, timeout: float = 2.0) -> None:
+    """Fail fast (``OSError``) when nothing listens at the endpoint, or when it does not
+    speak TLS although the exporter will: the exporters would otherwise retry quietly and
+    the run would be lost."""
+    host, port = _host_port(target)
     try:
-        socket.create_connection((host, port), timeout=timeout).close()
+        connection = socket.create_connection((host, port), timeout=timeout)
     except OSError as exc:
-        raise OSError(f"cannot reach the OTLP endpoint {endpoint} ({host}:{port}): "
+        raise OSError(f"cannot reach the OTLP endpoint {target.endpoint} ({host}:{port}): "
                       f"{exc.strerror or exc}") from None
+    with connection:
+        if target.tls:
+            _check_tls(connection, host, target, timeout)
+
+
+def _check_tls(connection: socket.socket, host: str, target: OtlpTarget,
+               timeout: float) -> None:
+    # Only "does it answer TLS at all": certificates are the exporter's business.
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if target.protocol == "grpc":
+        context.set_alpn_protocols(["h2"])
+    connection.settimeout(timeout)
+    try:
+        context.wrap_socket(connection, server_hostname=host).close()
+    except (OSError, ssl.SSLError) as exc:
+        plain = target.endpoint.split("://", 1)[-1]
+        raise OSError(
+            f"the OTLP endpoint {target.endpoint} ({target.endpoint_source}) does not answer "
+            f"TLS ({exc.__class__.__name__}); for plaintext use http://{plain}"
+            + (" or set OTEL_EXPORTER_OTLP_INSECURE=true" if "://" not in target.endpoint
+               else "")) from None
+
+
+def _check_base_endpoint(endpoint: str, protocol: Protocol) -> None:
+    """``--otlp-endpoint`` is a base URL: over OTLP/HTTP, one that already ends with a
+    signal path would get another (``/v1/traces/v1/traces``)."""
+    if protocol == "grpc":
+        return
+    path = urlsplit(endpoint).path.rstrip("/")
+    for signal in ("traces", "metrics", "logs"):
+        if path.endswith(f"/v1/{signal}"):
+            base = endpoint.rstrip("/")[: -len(f"/v1/{signal}")]
+            raise ValueError(
+                f"--otlp-endpoint {endpoint} is a base URL (OTLP/HTTP appends /v1/traces): "
+                f"pass --otlp-endpoint {base}, or set OTEL_EXPORTER_OTLP_TRACES_ENDPOINT="
+                f"{endpoint} (used as it is) and no --otlp-endpoint")
 
 
 def temp_db_path() -> Path:
@@ -198,46 +282,58 @@ def _wait_until_stored(
 
 def run_demo(
     runs: int, seed: int, *, endpoint: str | None = None, db: str | os.PathLike[str] | None = None,
-    progress: Progress | None = None,
+    progress: Progress | None = None, flush_timeout: float = DEFAULT_FLUSH_TIMEOUT_S,
 ) -> DemoReport:
-    """Run the workload with telemetry on; with no ``endpoint``, through the embedded
-    receiver at ``db`` (a kept temporary file when ``None``)."""
+    """Run the workload with telemetry on. It exports to ``endpoint`` (a base URL, as
+    ``OTEL_EXPORTER_OTLP_ENDPOINT``), else where ``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT``
+    say, else (or with ``db``) through the embedded receiver at ``db`` (a kept temporary
+    file when ``None``). At the end it waits up to ``flush_timeout`` seconds for the
+    backend to acknowledge every span."""
     from ..receiver.server import Receiver
 
+    if flush_timeout <= 0:
+        raise ValueError(f"flush timeout must be > 0 seconds, got {flush_timeout!r}")
     plans = plan_runs(runs, seed)
     progress = progress or Progress(len(plans))
     receiver: Receiver | None = None
     db_path: Path | None = None
-    if endpoint is None:
+    external = endpoint is not None or (db is None
+                                        and endpoint_setting("traces", None) is not None)
+    if not external:
         db_path = Path(db) if db is not None else temp_db_path()
         receiver = Receiver(db_path).start()
-        target = receiver.grpc_endpoint
+        shown = receiver.grpc_endpoint
         progress.note(f"otel-agentbus demo: {len(plans)} runs (seed {seed}) → embedded OTLP "
                       f"receiver, gRPC {receiver.grpc_address}, db {receiver.db_path}")
     else:
-        target = endpoint
-        protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get(
-            "OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
-        check_reachable(endpoint, protocol)
-        progress.note(f"otel-agentbus demo: {len(plans)} runs (seed {seed}) → {endpoint} "
-                      f"(OTLP {protocol})")
+        if endpoint is not None:
+            _check_base_endpoint(endpoint, resolve_protocol("traces", None))
+        target = resolve_target("traces", endpoint=endpoint)
+        check_reachable(target)
+        shown = target.endpoint
+        security = "TLS" if target.tls else "plaintext"
+        progress.note(f"otel-agentbus demo: {len(plans)} runs (seed {seed}) → {shown} "
+                      f"(OTLP {target.protocol}, {security}; from {target.endpoint_source})")
     try:
         telemetry = configure(
-            service_name=SERVICE_NAME, exporter="otlp", endpoint=target,
-            protocol=None if receiver is None else "grpc", metric_export_interval_ms=1000,
+            service_name=SERVICE_NAME,
+            exporter="otlp" if receiver is not None else None,
+            endpoint=receiver.grpc_endpoint if receiver is not None else endpoint,
+            protocol="grpc" if receiver is not None else None,
+            metric_export_interval_ms=1000, shutdown_timeout=flush_timeout,
         )
         spans = SpanCounter()
         telemetry.tracer_provider.add_span_processor(spans)
         try:
             results, bus, counter = asyncio.run(_drive(telemetry, plans, progress))
         finally:
-            telemetry.shutdown()  # flushes every span and metric to the endpoint
-        export = telemetry.export_stats()
+            telemetry.shutdown()  # flushes every span and metric, within flush_timeout
         expected = {r.trace_id: spans.count(r.trace_id) for r in results if r.trace_id}
         stored_rows: dict[str, RunRow] = {}
         missing: list[str] = []
         if receiver is not None and db_path is not None:
             stored_rows, missing = _wait_until_stored(db_path, expected, STORE_TIMEOUT_S)
+        export = telemetry.export_stats()  # after the wait: answers that came late count
     finally:
         if receiver is not None:
             receiver.stop()
@@ -245,7 +341,7 @@ def run_demo(
                  for result in results]
     stats = bus.stats()
     return DemoReport(
-        runs=demo_runs, endpoint=target, db=receiver.db_path if receiver else None,
+        runs=demo_runs, endpoint=shown, db=receiver.db_path if receiver else None,
         events_published=stats.published, bus_dropped=stats.dropped,
         subscriber_total=counter.total, subscriber_families=counter.by_family(),
         export=export, stored=not missing, missing=missing,
@@ -293,9 +389,10 @@ def format_report(report: DemoReport) -> str:
         "",
         f"events published: {report.events_published} (in-process subscriber handled "
         f"{report.subscriber_total}: {families}; bus drops {report.bus_dropped})",
-        f"spans: {export['spans_emitted']} emitted, {report.spans_exported} exported, "
-        f"{export['spans_export_failed']} failed, {export['spans_unaccounted']} dropped "
-        f"or unaccounted, {export['spans_force_ended']} force-ended by the mirror",
+        f"spans: {export['spans_accepted']} emitted, {report.spans_exported} exported, "
+        f"{report.spans_failed} failed, {export['spans_dropped']} dropped, "
+        f"{export['spans_unsent']} unsent, {report.spans_unconfirmed} unconfirmed, "
+        f"{export['spans_force_ended']} force-ended by the mirror",
     ]
     if report.db is not None:
         lines += ["", "Explore it again:",

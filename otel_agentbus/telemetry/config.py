@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
@@ -42,8 +42,17 @@ from .export import (  # the public ones re-exported: they were defined here bef
     PipelinedSpanExporter,
     _batch_processor,
     _count_drops,
+    _CountingBatchSpanProcessor,
     _DropCounter,
-    _env,
+)
+from .exporter_env import (
+    ExporterName,
+    ExporterSettingError,
+    OtlpTarget,
+    Protocol,
+    SignalExport,
+    resolve_signal,
+    warn_tls_by_default,
 )
 from .metrics import MirrorMetrics
 from .mirror import TelemetryMirror
@@ -64,77 +73,106 @@ __all__ = [
     "configure",
 ]
 
-ExporterName = Literal["otlp", "console", "none"]
-Protocol = Literal["grpc", "http/protobuf"]
-
-
-class ConfigurationError(ValueError):
+class ConfigurationError(ExporterSettingError):
     """A telemetry setting that cannot work; the message names the argument or variable."""
 
 
-def _resolve_exporter(exporter: str | None, endpoint: str | None) -> ExporterName:
-    chosen = exporter or _env("OTEL_TRACES_EXPORTER")
-    if chosen is None:
-        has_endpoint = endpoint or _env("OTEL_EXPORTER_OTLP_ENDPOINT") or _env(
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        return "otlp" if has_endpoint else "none"
-    chosen = chosen.split(",")[0].strip().lower()
-    if chosen not in ("otlp", "console", "none"):
-        raise ConfigurationError(
-            f"exporter {chosen!r} is not supported: use 'otlp', 'console' or 'none' "
-            "(argument exporter= or OTEL_TRACES_EXPORTER)"
-        )
-    return chosen  # type: ignore[return-value]
-
-
-def _resolve_protocol(protocol: str | None) -> Protocol:
-    chosen = (protocol or _env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-              or _env("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc")
-    if chosen not in ("grpc", "http/protobuf"):
-        raise ConfigurationError(
-            f"OTLP protocol {chosen!r} is not supported: use 'grpc' or 'http/protobuf' "
-            "(argument protocol= or OTEL_EXPORTER_OTLP_PROTOCOL)"
-        )
-    return chosen  # type: ignore[return-value]
-
-
-def _otlp_exporters(
-    protocol: Protocol, endpoint: str | None, headers: Mapping[str, str] | None
-) -> tuple[SpanExporter, MetricExporter, Any]:
-    """Span, metric and log exporters; ``None`` arguments let the SDK read ``OTEL_*``."""
-    header_dict = dict(headers) if headers else None
-    if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+def _span_exporter(name: str, target: OtlpTarget | None) -> SpanExporter:
+    if name == "console":
+        return ConsoleSpanExporter()
+    assert target is not None
+    if target.protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         from .otlp import with_fast_encoder
 
-        insecure = None
-        if endpoint is not None:
-            insecure = endpoint.startswith("http://") or "://" not in endpoint
-        return (
-            with_fast_encoder(
-                OTLPSpanExporter(endpoint=endpoint, headers=header_dict, insecure=insecure)),
-            OTLPMetricExporter(endpoint=endpoint, headers=header_dict, insecure=insecure),
-            OTLPLogExporter(endpoint=endpoint, headers=header_dict, insecure=insecure),
-        )
-    from opentelemetry.exporter.otlp.proto.http._log_exporter import (
-        OTLPLogExporter as HTTPLogExporter,
-    )
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-        OTLPMetricExporter as HTTPMetricExporter,
-    )
+        return with_fast_encoder(OTLPSpanExporter(
+            endpoint=target.endpoint, insecure=target.insecure, headers=target.headers))
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
         OTLPSpanExporter as HTTPSpanExporter,
     )
 
-    base = endpoint.rstrip("/") if endpoint else None
-    return (
-        HTTPSpanExporter(endpoint=f"{base}/v1/traces" if base else None, headers=header_dict),
-        HTTPMetricExporter(endpoint=f"{base}/v1/metrics" if base else None, headers=header_dict),
-        HTTPLogExporter(endpoint=f"{base}/v1/logs" if base else None, headers=header_dict),
+    return HTTPSpanExporter(endpoint=target.endpoint, headers=target.headers)
+
+
+def _metric_exporter(name: str, target: OtlpTarget | None) -> MetricExporter:
+    if name == "console":
+        return ConsoleMetricExporter()
+    assert target is not None
+    if target.protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+        return OTLPMetricExporter(endpoint=target.endpoint, insecure=target.insecure,
+                                  headers=target.headers)
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+        OTLPMetricExporter as HTTPMetricExporter,
     )
+
+    return HTTPMetricExporter(endpoint=target.endpoint, headers=target.headers)
+
+
+def _log_exporter(name: str, target: OtlpTarget | None) -> Any:
+    if name == "console":
+        from opentelemetry.sdk._logs.export import ConsoleLogExporter
+
+        return ConsoleLogExporter()
+    assert target is not None
+    if target.protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+
+        return OTLPLogExporter(endpoint=target.endpoint, insecure=target.insecure,
+                               headers=target.headers)
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import (
+        OTLPLogExporter as HTTPLogExporter,
+    )
+
+    return HTTPLogExporter(endpoint=target.endpoint, headers=target.headers)
+
+
+def _resolve_exports(exporter: str | None, metrics_exporter: str | None,
+                     logs_exporter: str | None, endpoint: str | None, protocol: str | None,
+                     headers: Mapping[str, str] | None,
+                     insecure: bool | None) -> dict[str, SignalExport]:
+    """Each signal's exporters and OTLP target (see :mod:`.exporter_env`); metrics and
+    logs follow an explicitly chosen traces exporter unless told otherwise."""
+    try:
+        traces = resolve_signal("traces", exporter, endpoint=endpoint, protocol=protocol,
+                                headers=headers, insecure=insecure)
+        explicit = traces.exporters_source in ("exporter=", "OTEL_TRACES_EXPORTER")
+        follows = (traces.exporters, traces.exporters_source) if explicit else None
+        exports = {
+            "traces": traces,
+            "metrics": resolve_signal("metrics", metrics_exporter, follows=follows,
+                                      endpoint=endpoint, protocol=protocol, headers=headers,
+                                      insecure=insecure),
+            "logs": resolve_signal("logs", logs_exporter, follows=follows, endpoint=endpoint,
+                                   protocol=protocol, headers=headers, insecure=insecure),
+        }
+    except ExporterSettingError as exc:
+        raise ConfigurationError(str(exc)) from None
+    for export in exports.values():
+        if export.otlp is not None:
+            warn_tls_by_default(export.otlp)
+    return exports
+
+
+_said_nothing_exported = False
+
+
+def _say_nothing_exported(traces: SignalExport) -> None:
+    """Once per process: configure() without any span exporter exports nothing."""
+    global _said_nothing_exported
+    if _said_nothing_exported:
+        return
+    _said_nothing_exported = True
+    if traces.exporters_source in ("OTEL_TRACES_EXPORTER", "exporter="):
+        logger.info("telemetry: spans are not exported (%s says none)",
+                    traces.exporters_source)
+    else:
+        logger.warning(
+            "telemetry: no exporter configured, spans will not be exported: set "
+            "OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) or pass "
+            "endpoint= / exporter='console' to configure()")
 
 
 def _span_processor_of(provider: TracerProvider,
@@ -165,6 +203,10 @@ class Telemetry:
     _metrics: MirrorMetrics | None = None
     _shut_down: bool = False
     _drops: _DropCounter | None = None
+    _batch: _CountingBatchSpanProcessor | None = None
+    exports: dict[str, SignalExport] = dataclasses.field(default_factory=dict)
+    """What ``configure()`` resolved for each signal (exporters, OTLP endpoint, TLS,
+    headers); empty when the application's providers were used."""
 
     def attach(self, bus: EventBus, name: str = "default") -> EventBus:
         """Mirror ``bus``: every event it publishes from now on becomes telemetry."""
@@ -176,40 +218,62 @@ class Telemetry:
     def export_stats(self) -> dict[str, int]:
         """What the mirror produced and what became of it.
 
-        ``spans_dropped`` is spans the batch processor's full queue evicted (or refused
-        after its shutdown); should the export thread take a batch in the instant between
-        the processor seeing a full queue and adding the span, that span may be counted as
-        dropped and then exported or failed as well (the sum then exceeds ``spans_emitted``
-        by one). ``spans_unaccounted`` is spans handed to the span processor
-        that were neither exported, failed nor dropped: still in its queue or export, or
-        (after ``shutdown()``) abandoned when the bounded shutdown gave up.
+        Of the spans the batch processor was handed (``spans_accepted``: the mirror's and
+        any other span ended on this provider), each is ``spans_exported`` (the backend
+        acknowledged it), ``spans_export_failed`` (the exporter said it failed; of those,
+        ``spans_export_timed_out`` got no answer within the exporter's timeout and may
+        have been stored by a slow backend all the same; OTLP/gRPC only),
+        ``spans_dropped`` (the processor's full queue evicted it), ``spans_in_flight``
+        (sent, no answer yet: not lost, a slow backend may still store it) or
+        ``spans_unsent`` (still queued, or refused after a bounded ``shutdown()`` gave up:
+        it never leaves the process). ``spans_unaccounted`` is in flight plus unsent.
+        Should the export thread take a batch in the instant between the processor seeing
+        a full queue and adding the span, that span may be counted as dropped and then
+        exported or failed as well.
         """
         exporter = self.exporter
         exported = exporter.exported if exporter else 0
         failed = exporter.failed if exporter else 0
+        in_flight = exporter.in_flight if exporter else 0
         dropped = self._drops.dropped if self._drops is not None else 0
+        accepted = self._batch.accepted if self._batch is not None else 0
+        unsent = max(0, accepted - exported - failed - in_flight - dropped) if exporter else 0
         return {
             "spans_started": self.mirror.spans_started,
             "spans_ended": self.mirror.spans_ended,
             "spans_force_ended": self.mirror.spans_force_ended,
             "spans_emitted": self.mirror.spans_emitted,
             "span_events": self.mirror.events_recorded,
+            "spans_accepted": accepted,
             "spans_exported": exported,
             "spans_export_failed": failed,
+            "spans_export_timed_out": exporter.timed_out if exporter else 0,
             "spans_dropped": dropped,
-            "spans_unaccounted": (max(0, self.mirror.spans_emitted - exported - failed
-                                      - dropped) if exporter else 0),
+            "spans_in_flight": in_flight,
+            "spans_unsent": unsent,
+            "spans_unaccounted": in_flight + unsent,
             "measurements_dropped": self._metrics.dropped if self._metrics else 0,
         }
 
     def _bounded(self, what: str, work: Any, timeout: float) -> bool:
         """Run ``work`` on a helper thread and give up after ``timeout``: the SDK's
         flush ignores its own timeout and would block on a dead collector."""
-        worker = threading.Thread(target=work, name=f"otel-agentbus-{what}", daemon=True)
+        failed: list[Exception] = []
+
+        def run() -> None:
+            try:
+                work()
+            except Exception as exc:  # e.g. a MeterProvider whose own deadline passed
+                failed.append(exc)
+
+        worker = threading.Thread(target=run, name=f"otel-agentbus-{what}", daemon=True)
         worker.start()
         worker.join(timeout)
         if worker.is_alive():
             logger.warning("telemetry %s did not finish within %.1fs; giving up", what, timeout)
+            return False
+        if failed:
+            logger.warning("telemetry %s did not finish: %s", what, failed[0])
             return False
         return True
 
@@ -251,16 +315,24 @@ class Telemetry:
             if self.logger_provider is not None:
                 self.logger_provider.shutdown()
 
-        return self._bounded("shutdown", stop, limit)
+        finished = self._bounded("shutdown", stop, limit)
+        if not finished and self.exporter is not None:
+            # The process is going: what has not been handed to the exporter yet never
+            # will be, and counts as unsent rather than leaving while we report.
+            self.exporter.stop_sending()
+        return finished
 
 
 def configure(
     *,
     service_name: str | None = None,
-    exporter: ExporterName | None = None,
+    exporter: ExporterName | str | None = None,
     endpoint: str | None = None,
     protocol: Protocol | None = None,
     headers: Mapping[str, str] | None = None,
+    insecure: bool | None = None,
+    metrics_exporter: ExporterName | str | None = None,
+    logs_exporter: ExporterName | str | None = None,
     resource_attributes: Mapping[str, Any] | None = None,
     sampler: Sampler | None = None,
     tracer_provider: TracerProvider | None = None,
@@ -282,9 +354,15 @@ def configure(
     """Set up tracing, metrics and (with ``logs=True``) logs for the mirror.
 
     Every argument left ``None`` falls back to the standard variables: ``OTEL_SERVICE_NAME``,
-    ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_EXPORTER_OTLP_ENDPOINT`` / ``_PROTOCOL`` /
-    ``_HEADERS``, ``OTEL_TRACES_SAMPLER``, ``OTEL_BSP_*``, ``OTEL_TRACES_EXPORTER``.
-    ``span_exporter`` / ``metric_exporter`` replace the OTLP ones (tests, custom backends).
+    ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER``, ``OTEL_BSP_*``,
+    ``OTEL_{TRACES,METRICS,LOGS}_EXPORTER`` (``otlp``, ``console``, ``none``, or a
+    comma-separated list) and ``OTEL_EXPORTER_OTLP_[{TRACES,METRICS,LOGS}_]{ENDPOINT,
+    HEADERS,PROTOCOL,INSECURE}`` as the OTLP exporter specification says (see
+    :mod:`.exporter_env`; ``Telemetry.exports`` shows what was resolved). ``exporter`` is
+    the traces exporter; metrics and logs follow it unless ``metrics_exporter`` /
+    ``logs_exporter`` or their variables say otherwise. With no exporter and no endpoint,
+    nothing is exported (logged once). ``span_exporter`` / ``metric_exporter`` replace the
+    resolved ones (tests, custom backends). Logs are exported only with ``logs=True``.
     Spans go through the SDK's batch processor with a larger queue and batches
     (``DEFAULT_SPAN_QUEUE``, ``DEFAULT_EXPORT_BATCH``; ``OTEL_BSP_*`` override them) and,
     over OTLP/gRPC, with up to ``EXPORTS_IN_FLIGHT`` exports at once.
@@ -317,7 +395,9 @@ def configure(
     drops: _DropCounter | None = None
     logger_provider: Any | None = None
     metric_reader_exporter: MetricExporter | None = metric_exporter
-    log_exporter: Any | None = None
+    log_exporters: list[Any] = []
+    counted_batch: _CountingBatchSpanProcessor | None = None
+    exports: dict[str, SignalExport] = {}
     if owns:
         attributes: dict[str, Any] = dict(resource_attributes or {})
         if service_name:
@@ -329,33 +409,46 @@ def configure(
         tracer_provider = TracerProvider(resource=resource, sampler=sampler,
                                          shutdown_on_exit=False,
                                          active_span_processor=own_processor)
-        chosen = "custom" if span_exporter is not None else _resolve_exporter(exporter, endpoint)
-        if chosen == "otlp":
-            span_out, metric_out, log_exporter = _otlp_exporters(
-                _resolve_protocol(protocol), endpoint, headers)
-            metric_reader_exporter = metric_reader_exporter or metric_out
-        elif chosen == "console":
-            span_out = ConsoleSpanExporter()
-            metric_reader_exporter = metric_reader_exporter or ConsoleMetricExporter()
-        elif chosen == "custom":
-            assert span_exporter is not None
-            span_out = span_exporter
+        exports = _resolve_exports(exporter, metrics_exporter, logs_exporter, endpoint,
+                                   protocol, headers, insecure)
+        traces = exports["traces"]
+        if span_exporter is not None:
+            span_outs: list[tuple[str, SpanExporter]] = [("custom", span_exporter)]
         else:
-            span_out = None
-        if span_out is not None:
-            counting = CountingSpanExporter(span_out)
-            batch = _batch_processor(counting, pipelined=chosen == "otlp"
-                                     and _resolve_protocol(protocol) == "grpc")
-            drops = _count_drops(batch)
+            span_outs = [(name, _span_exporter(name, traces.otlp))
+                         for name in traces.exporters]
+            if not span_outs:
+                _say_nothing_exported(traces)
+        # The accounting follows one exporter: the OTLP one when there are several.
+        span_outs.sort(key=lambda item: item[0] != "otlp" and item[0] != "custom")
+        for position, (name, span_out) in enumerate(span_outs):
+            pipelined = (name == "otlp" and traces.otlp is not None
+                         and traces.otlp.protocol == "grpc")
+            if position == 0:
+                counting = CountingSpanExporter(span_out)
+                batch = _batch_processor(counting, pipelined=pipelined)
+                counted_batch = batch
+                drops = _count_drops(batch)
+            else:
+                batch = _batch_processor(span_out, pipelined=pipelined)
             tracer_provider.add_span_processor(batch)
-        if metrics_enabled and meter_provider is None and metric_reader_exporter is not None:
+        metric_outs: list[MetricExporter] = []
+        if metric_reader_exporter is not None:
+            metric_outs = [metric_reader_exporter]
+        elif metrics_enabled and meter_provider is None:
+            metric_outs = [_metric_exporter(name, exports["metrics"].otlp)
+                           for name in exports["metrics"].exporters]
+        if logs:
+            log_exporters = [_log_exporter(name, exports["logs"].otlp)
+                             for name in exports["logs"].exporters]
+        if metrics_enabled and meter_provider is None and metric_outs:
             interval = metric_export_interval_ms
-            reader = PeriodicExportingMetricReader(
-                metric_reader_exporter, export_interval_millis=interval)
-            meter_provider = MeterProvider(resource=resource, metric_readers=[reader],
+            readers = [PeriodicExportingMetricReader(out, export_interval_millis=interval)
+                       for out in metric_outs]
+            meter_provider = MeterProvider(resource=resource, metric_readers=readers,
                                            shutdown_on_exit=False)
-        if logs and log_exporter is not None:
-            logger_provider = _logger_provider(resource, log_exporter)
+        if log_exporters:
+            logger_provider = _logger_provider(resource, log_exporters)
         if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
             # Nobody set one: ours becomes global so plain OpenTelemetry spans started inside
             # a tool call reach the same backend.
@@ -384,6 +477,7 @@ def configure(
         mirror=mirror, tracer_provider=tracer_provider, meter_provider=meter_provider,
         logger_provider=logger_provider, exporter=counting, owns_providers=owns,
         shutdown_timeout=shutdown_timeout, _metrics=mirror_metrics, _drops=drops,
+        _batch=counted_batch, exports=exports,
     )
     atexit.register(telemetry.shutdown)
     if signal_handlers:
@@ -399,12 +493,13 @@ def configure(
     return telemetry
 
 
-def _logger_provider(resource: Resource, log_exporter: Any) -> Any:
+def _logger_provider(resource: Resource, log_exporters: list[Any]) -> Any:
     """An OTel LoggerProvider fed by the stdlib root logger (records carry trace ids)."""
     from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
     from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 
     provider = LoggerProvider(resource=resource)
-    provider.add_log_record_processor(BatchLogRecordProcessor(log_exporter))
+    for log_exporter in log_exporters:
+        provider.add_log_record_processor(BatchLogRecordProcessor(log_exporter))
     logging.getLogger().addHandler(LoggingHandler(logger_provider=provider))
     return provider

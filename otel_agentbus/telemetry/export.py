@@ -25,27 +25,70 @@ from . import sdk_internals
 logger = logging.getLogger("otel_agentbus.telemetry")
 
 
+class _Unanswered(threading.local):
+    seen = False
+
+
+_unanswered = _Unanswered()
+
+
+def note_unanswered() -> None:
+    """Say, on the exporting thread, that a request's deadline passed without an answer
+    (gRPC ``DEADLINE_EXCEEDED``): the backend may have stored it all the same. The gRPC
+    stub :mod:`.otlp` gives the span exporter calls it."""
+    _unanswered.seen = True
+
+
 class CountingSpanExporter(SpanExporter):
-    """Wraps the real exporter to count what reached the backend and what did not."""
+    """Wraps the real exporter to count what reached the backend, what did not, and what
+    is on its way (``in_flight``: handed to the exporter, no answer yet).
+
+    ``timed_out`` is the part of ``failed`` whose export got no answer in time (see
+    :func:`note_unanswered`): a backend slower than the exporter's own timeout may still
+    have stored those spans, so they are unconfirmed rather than lost.
+
+    ``stop_sending()`` (called when a bounded shutdown gives up) makes every later batch
+    fail at once without being sent: those spans are ``unsent``, and the counts then say
+    exactly what the backend can still receive (the batches in flight) and what it never
+    will."""
 
     def __init__(self, inner: SpanExporter) -> None:
         self.inner = inner
         self.exported = 0
         self.failed = 0
+        self.timed_out = 0
+        self.in_flight = 0
+        self.unsent = 0
+        self._sending = True
         self._lock = threading.Lock()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        count = len(spans)
+        with self._lock:
+            if not self._sending:
+                self.unsent += count
+                return SpanExportResult.FAILURE
+            self.in_flight += count
+        _unanswered.seen = False
         try:
             result = self.inner.export(spans)
         except Exception:
             logger.exception("span export raised")
             result = SpanExportResult.FAILURE
         with self._lock:
+            self.in_flight -= count
             if result is SpanExportResult.SUCCESS:
-                self.exported += len(spans)
+                self.exported += count
             else:
-                self.failed += len(spans)
+                self.failed += count
+                if _unanswered.seen:
+                    self.timed_out += count
         return result
+
+    def stop_sending(self) -> None:
+        """Send nothing more: later batches count as ``unsent`` (the process is going)."""
+        with self._lock:
+            self._sending = False
 
     def shutdown(self) -> None:
         self.inner.shutdown()
@@ -148,8 +191,27 @@ class PipelinedSpanExporter(SpanExporter):
         self.inner.shutdown()
 
 
-class _FlushingBatchSpanProcessor(BatchSpanProcessor):
-    """The SDK's batch processor, whose ``force_flush`` also waits for the batches its
+class _CountingBatchSpanProcessor(BatchSpanProcessor):
+    """The SDK's batch processor, counting the sampled spans it was handed
+    (``accepted``): with the exporter's counts and the drops, what is still queued."""
+
+    def __init__(self, exporter: SpanExporter, *, max_queue_size: int | None,
+                 max_export_batch_size: int | None) -> None:
+        super().__init__(exporter, max_queue_size=max_queue_size,
+                         max_export_batch_size=max_export_batch_size)
+        self.accepted = 0
+        self._accepted_lock = threading.Lock()
+
+    def on_end(self, span: ReadableSpan) -> None:
+        context = span.context
+        if context is not None and context.trace_flags.sampled:
+            with self._accepted_lock:  # spans end on many threads
+                self.accepted += 1
+        super().on_end(span)
+
+
+class _FlushingBatchSpanProcessor(_CountingBatchSpanProcessor):
+    """The batch processor, whose ``force_flush`` also waits for the batches its
     :class:`PipelinedSpanExporter` still has in flight (the SDK's does not flush its
     exporter)."""
 
@@ -236,7 +298,8 @@ def _export_batch_size(queue_size: int | None) -> int | None:
     return max(1, min(DEFAULT_EXPORT_BATCH, queue_size))
 
 
-def _batch_processor(exporter: SpanExporter, *, pipelined: bool) -> BatchSpanProcessor:
+def _batch_processor(exporter: SpanExporter, *,
+                     pipelined: bool) -> _CountingBatchSpanProcessor:
     """The SDK's batch processor with our queue and batch sizes; with ``pipelined``, its
     exports overlap (see :class:`PipelinedSpanExporter`)."""
     queue_size = _span_queue_size()
@@ -245,8 +308,8 @@ def _batch_processor(exporter: SpanExporter, *, pipelined: bool) -> BatchSpanPro
         return _FlushingBatchSpanProcessor(PipelinedSpanExporter(exporter),
                                            max_queue_size=queue_size,
                                            max_export_batch_size=batch_size)
-    return BatchSpanProcessor(exporter, max_queue_size=queue_size,
-                              max_export_batch_size=batch_size)
+    return _CountingBatchSpanProcessor(exporter, max_queue_size=queue_size,
+                                       max_export_batch_size=batch_size)
 
 
 def _env(name: str) -> str | None:

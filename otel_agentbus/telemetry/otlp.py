@@ -21,6 +21,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+import grpc  # type: ignore[import-untyped]
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -34,6 +35,7 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Status, StatusCode
 
 from . import sdk_internals as internals
+from .export import note_unanswered
 from .sdk_internals import (
     SPAN_KIND_MAP,
     encode_instrumentation_scope,
@@ -407,14 +409,20 @@ class _Export:
 
     def __call__(self, request: Any, metadata: Any = None, timeout: float | None = None,
                  **options: Any) -> Any:
-        if type(request) is not _Requests:
-            return self._call(request, metadata=metadata, timeout=timeout, **options)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        response = None
-        for part in request:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            response = self._call(part, metadata=metadata, timeout=left, **options)
-        return response
+        try:
+            if type(request) is not _Requests:
+                return self._call(request, metadata=metadata, timeout=timeout, **options)
+            deadline = None if timeout is None else time.monotonic() + timeout
+            response = None
+            for part in request:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                response = self._call(part, metadata=metadata, timeout=left, **options)
+            return response
+        except grpc.RpcError as error:
+            code = getattr(error, "code", None)
+            if callable(code) and code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+                note_unanswered()  # sent, not answered in time: perhaps stored all the same
+            raise
 
 
 class _EncodedTraceServiceStub(TraceServiceStub):
