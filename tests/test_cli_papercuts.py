@@ -248,6 +248,8 @@ def test_demo_table_and_runs_sort_newest_first(tmp_path: Path) -> None:
     assert [r["run_id"] for r in runs] == newest_first
     assert _table_run_ids(listed.stdout) == newest_first
     assert _table_run_ids(demo.stdout) == newest_first
+    tree = demo.stdout.split("Span tree of run", 1)[1].split("\nevents published", 1)[0]
+    assert "\ntrace " in tree and max(len(line) for line in tree.splitlines()) <= WIDTH
 
 
 # ---- the CLI reachable from the demo's suggestions --------------------------------------
