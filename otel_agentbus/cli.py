@@ -3,6 +3,9 @@
 Each subcommand is one ``_add_<name>_parser(subparsers)`` that registers its
 options and ``handler``, plus one ``_cmd_<name>(args) -> int``. Add a command
 by writing that pair and listing the adder in :data:`_PARSER_ADDERS`.
+
+Output read by a consumer that stops early (``otel-agentbus runs | head``) ends quietly
+with exit status 0, as the reader got what it asked for: no ``BrokenPipeError``.
 """
 
 from __future__ import annotations
@@ -95,9 +98,20 @@ def _positive_float(text: str) -> float:
 
 
 def _add_db_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--db", default=DEFAULT_DB, help=f"receiver SQLite database (default: {DEFAULT_DB})"
-    )
+    parser.add_argument("--db", default=DEFAULT_DB, help="receiver SQLite database")
+
+
+def _check_db_for_writing(db: str) -> bool:
+    """Report a ``--db`` that must not be created or written to (missing directory, a
+    directory, a non-SQLite or foreign SQLite file) before anything touches it."""
+    from .receiver.db_check import DatabasePathError, check_writable
+
+    try:
+        check_writable(db)
+    except DatabasePathError as exc:
+        _error(str(exc))
+        return False
+    return True
 
 
 # ---- receiver -------------------------------------------------------------------
@@ -118,8 +132,10 @@ def _add_receiver_parser(subparsers: _Subparsers) -> None:
         description="Run an OTLP receiver until SIGINT/SIGTERM. Prints one JSON line with the "
         "bound addresses once listening (port 0 picks a free port).",
     )
-    p.add_argument("--grpc", type=_address, default=DEFAULT_GRPC_ADDR, metavar="HOST:PORT")
-    p.add_argument("--http", type=_address, default=DEFAULT_HTTP_ADDR, metavar="HOST:PORT")
+    p.add_argument("--grpc", type=_address, default=DEFAULT_GRPC_ADDR, metavar="HOST:PORT",
+                   help="OTLP/gRPC listen address")
+    p.add_argument("--http", type=_address, default=DEFAULT_HTTP_ADDR, metavar="HOST:PORT",
+                   help="OTLP/HTTP listen address")
     _add_db_option(p)
     p.add_argument(
         "--token",
@@ -134,7 +150,7 @@ def _add_receiver_parser(subparsers: _Subparsers) -> None:
         type=_positive_int,
         default=DEFAULT_MAX_BODY,
         metavar="BYTES",
-        help=f"largest accepted request body (default: {DEFAULT_MAX_BODY})",
+        help="largest accepted request body",
     )
     p.add_argument(
         "--grace", type=float, default=2.0, help="seconds to finish in-flight requests on stop"
@@ -184,6 +200,11 @@ def _write_atomically(path: Path, text: str) -> None:
 def _cmd_receiver(args: argparse.Namespace) -> int:
     from .receiver.server import TOKEN_ENV, Receiver
 
+    if not _check_db_for_writing(args.db):
+        return EXIT_USAGE
+    # gRPC's C core logs a failed bind on stderr before our one-line error; it reads this
+    # once, when grpc is first imported (Receiver.start). GRPC_VERBOSITY=debug still works.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
     try:
         receiver = Receiver(
@@ -250,7 +271,11 @@ def _cmd_receiver(args: argparse.Namespace) -> int:
 
 
 def _add_runs_parser(subparsers: _Subparsers) -> None:
-    p = subparsers.add_parser("runs", help="list agent runs stored by the receiver")
+    p = subparsers.add_parser(
+        "runs", help="list agent runs stored by the receiver, newest first",
+        description="List the agent runs stored by the receiver, newest first (the demo's "
+        "table uses the same order).",
+    )
     _add_db_option(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(handler=_cmd_runs)
@@ -258,14 +283,14 @@ def _add_runs_parser(subparsers: _Subparsers) -> None:
 
 def _cmd_runs(args: argparse.Namespace) -> int:
     from .receiver.queries import list_runs
-    from .receiver.render import format_runs
+    from .receiver.render import format_runs, newest_first
 
     try:
         runs = list_runs(args.db)
     except (OSError, ValueError, sqlite3.Error) as exc:
         return _query_error(exc)
     if args.json:
-        print(json.dumps({"runs": [run.to_dict() for run in runs]}, indent=2))
+        print(json.dumps({"runs": [run.to_dict() for run in newest_first(runs)]}, indent=2))
     else:
         print(format_runs(runs))
     return 0
@@ -276,23 +301,27 @@ def _cmd_runs(args: argparse.Namespace) -> int:
 
 def _add_trace_parser(subparsers: _Subparsers) -> None:
     p = subparsers.add_parser("trace", help="show one trace as a span tree")
-    p.add_argument("trace_id", metavar="TRACE_ID", help="32 hex digits")
+    p.add_argument(
+        "trace_id", metavar="TRACE",
+        help="a trace id, a run id (first column of `runs`), or a unique prefix of either",
+    )
     _add_db_option(p)
     p.add_argument("--json", action="store_true", help="print the tree as JSON")
     p.add_argument(
         "--all-attributes",
         action="store_true",
-        help="show every span attribute, not only gen_ai.*/agentbus.*/error.*",
+        help="show every span attribute, not only gen_ai.*/agentbus.*/error.*, values "
+        "whole and long lines wrapped (by default they are cut at 100 columns)",
     )
     p.set_defaults(handler=_cmd_trace)
 
 
 def _cmd_trace(args: argparse.Namespace) -> int:
-    from .receiver.queries import get_trace
+    from .receiver.queries import get_trace, resolve_trace_id
     from .receiver.render import format_trace, trace_json_chunks
 
     try:
-        tree = get_trace(args.db, args.trace_id)
+        tree = get_trace(args.db, resolve_trace_id(args.db, args.trace_id))
     except (OSError, KeyError, ValueError, sqlite3.Error) as exc:
         return _query_error(exc)
     if args.json:  # written piece by piece: json.dumps recurses once per nesting level
@@ -331,12 +360,12 @@ def _add_demo_parser(subparsers: _Subparsers) -> None:
     )
     p.add_argument(
         "--runs", type=_positive_int, default=DEMO_RUNS, metavar="N",
-        help=f"agent runs, executed concurrently (default: {DEMO_RUNS}; with 3 or more, one "
-        "fails and one is cancelled)",
+        help="agent runs, executed concurrently (with 3 or more, one fails and one is "
+        "cancelled)",
     )
     p.add_argument(
         "--seed", type=int, default=DEMO_SEED, metavar="N",
-        help=f"the same seed gives the same runs (default: {DEMO_SEED})",
+        help="the same seed gives the same runs",
     )
     target = p.add_mutually_exclusive_group()
     target.add_argument(
@@ -365,6 +394,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import Progress, format_report, run_demo
     from .demo.runner import DEFAULT_FLUSH_TIMEOUT_S
 
+    if args.db is not None and not _check_db_for_writing(args.db):
+        return EXIT_USAGE
     flush_timeout = args.flush_timeout or DEFAULT_FLUSH_TIMEOUT_S
     try:
         report = run_demo(
@@ -383,7 +414,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         else:
             print(format_report(report), flush=True)
     except BrokenPipeError:  # `| head`: the reader has enough; keep exit quiet
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _silence_stdout()
     if report.missing:
         _error(f"the receiver did not store {len(report.missing)} of {len(report.runs)} "
                f"runs in full: {', '.join(report.missing)}")
@@ -410,11 +441,33 @@ _PARSER_ADDERS: list[Callable[[_Subparsers], None]] = [
 ]
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows the default of every option that has one; not of flags, nor of ``None``."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every (sub)command's parser, with defaults in its ``--help``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from . import __version__
+
+    parser = _Parser(
         prog="otel-agentbus", description="OpenTelemetry-native event bus for AI agents."
     )
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_Parser
+    )
     for add in _PARSER_ADDERS:
         add(subparsers)
     return parser
@@ -424,7 +477,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code."""
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
-    return handler(args)
+    try:
+        code = handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit flush
+    except BrokenPipeError:
+        _silence_stdout()
+        return 0
+    return code
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -424,7 +424,8 @@ def test_list_runs_top_level_only(receiver: Receiver) -> None:
         ("ra", "completed", 3),
     ]
     table = format_runs(runs).splitlines()
-    assert table[0].split()[:3] == ["RUN", "ID", "AGENT"] and table[1].startswith("rb")
+    # list_runs is oldest first; the table (like `runs --json` and the demo) newest first
+    assert table[0].split()[:3] == ["RUN", "ID", "AGENT"] and table[1].startswith("ra")
 
 
 def test_trace_tree_orphans_and_order(receiver: Receiver) -> None:

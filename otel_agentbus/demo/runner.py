@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
+import shutil
 import socket
 import ssl
 import sys
@@ -375,14 +377,15 @@ def format_report(report: DemoReport) -> str:
     table = format_runs([run.as_row() for run in report.runs])
     run = showcase_run(report)
     if report.db is not None:
-        lines += [f"Runs stored by the embedded receiver ({report.db}):", "", table]
+        lines += [f"Runs stored by the embedded receiver ({report.db}), newest first:", "",
+                  table]
         if run is not None and run.trace_id:
             tree = get_trace(report.db, run.trace_id)
             lines += ["", f"Span tree of run {run.run_id} ({run.agent}, {run.status}), "
                       f"trace id {run.trace_id}:", "", format_trace(tree)]
     else:
-        lines += [f"Runs exported to {report.endpoint}; look the trace ids up there:", "",
-                  table]
+        lines += [f"Runs exported to {report.endpoint}, newest first; look the trace ids up "
+                  "there:", "", table]
     families = ", ".join(f"{name} {n}" for name, n in report.subscriber_families.items())
     export = report.export
     lines += [
@@ -395,8 +398,29 @@ def format_report(report: DemoReport) -> str:
         f"{export['spans_force_ended']} force-ended by the mirror",
     ]
     if report.db is not None:
-        lines += ["", "Explore it again:",
-                  f"  otel-agentbus runs --db {report.db}"]
+        cli = cli_command()
+        db = shlex.quote(str(report.db))
+        lines += ["", "Explore it again:", f"  {cli} runs --db {db}"]
         if run is not None:
-            lines.append(f"  otel-agentbus trace {run.trace_id} --db {report.db}")
+            lines.append(f"  {cli} trace {run.run_id} --db {db}")
     return "\n".join(lines)
+
+
+def cli_command() -> str:
+    """How to call the CLI from this shell: ``otel-agentbus`` when ``PATH`` finds it, else
+    the console script of this interpreter's environment (``.venv/bin/otel-agentbus``),
+    else ``python -m otel_agentbus``."""
+    if shutil.which("otel-agentbus") is not None:
+        return "otel-agentbus"
+    script = Path(sys.executable).parent / "otel-agentbus"
+    if script.is_file() and os.access(script, os.X_OK):
+        return shlex.quote(_relative_if_below_cwd(script))
+    return f"{shlex.quote(sys.executable)} -m otel_agentbus"
+
+
+def _relative_if_below_cwd(path: Path) -> str:
+    """``.venv/bin/x`` rather than the absolute path, when the shell is at the checkout."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

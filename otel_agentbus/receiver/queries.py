@@ -278,6 +278,8 @@ class LogRecord:
 def connect(db_path: str | Path) -> Iterator[sqlite3.Connection]:
     """Open the database read-only, with clear errors for a missing or foreign file."""
     path = Path(db_path).absolute()
+    if path.is_dir():
+        raise NotAReceiverDatabase(f"{path} is a directory, not a receiver database file")
     if not path.is_file():
         raise FileNotFoundError(errno.ENOENT, "receiver database not found", str(path))
     conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=10.0)
@@ -477,6 +479,76 @@ def get_trace(db_path: str | Path, trace_id: str) -> TraceTree:
     return TraceTree(trace_id=tid, roots=_build_forest(spans), spans=spans)
 
 
+class NoMatchingTraceError(TraceNotFoundError):
+    """No stored trace id or run id is, or starts with, the reference."""
+
+    def __str__(self) -> str:
+        return (f"no trace id or run id is or starts with {self.trace_id!r} "
+                f"in {self.db_path}")
+
+
+class AmbiguousTraceReference(ValueError):
+    """A prefix matching more than one trace: the message lists the candidates."""
+
+    def __init__(self, reference: str, candidates: list[tuple[str, str]]) -> None:
+        self.reference = reference
+        self.candidates = candidates
+        shown = [f"  {what} {ident}" + ("" if what == "trace" else f"  (trace {trace})")
+                 for what, ident, trace in _describe(candidates)]
+        more = len(shown) - _MAX_CANDIDATES
+        lines = shown[:_MAX_CANDIDATES] + ([f"  ... and {more} more"] if more > 0 else [])
+        super().__init__(
+            f"{reference!r} matches {len({t for _, t in candidates})} traces; "
+            "give more characters:\n" + "\n".join(lines))
+
+
+_MAX_CANDIDATES: Final = 10
+
+
+def _describe(candidates: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    """``(run id or "", trace id)`` pairs as ``(what, id, trace)`` rows for a message."""
+    return [("run", ident, trace) if ident else ("trace", trace, trace)
+            for ident, trace in candidates]
+
+
+_RUN_ID_SQL: Final = f"""
+SELECT DISTINCT json_extract(attributes, '$."{RUN_ID_ATTRIBUTE}"') AS run_id, trace_id
+FROM spans
+WHERE json_extract(attributes, '$."{RUN_ID_ATTRIBUTE}"') IS NOT NULL
+  AND substr(json_extract(attributes, '$."{RUN_ID_ATTRIBUTE}"'), 1, ?) = ?
+ORDER BY run_id, trace_id
+"""
+_TRACE_PREFIX_SQL: Final = """
+SELECT DISTINCT trace_id FROM spans WHERE substr(trace_id, 1, ?) = ? ORDER BY trace_id
+"""
+
+
+def resolve_trace_id(db_path: str | Path, reference: str) -> str:
+    """The trace id a ``trace`` argument names: a trace id, a run id, or a prefix of
+    either that only one trace matches (exact matches win over prefixes)."""
+    ref = reference.strip()
+    if not ref:
+        raise ValueError("empty trace reference: give a trace id, a run id or a prefix")
+    with connect(db_path) as conn:
+        runs = [(str(r[0]), str(r[1]))
+                for r in conn.execute(_RUN_ID_SQL, (len(ref), ref)).fetchall()]
+        hex_ref = ref.lower()
+        traces = [str(r[0]) for r in conn.execute(
+            _TRACE_PREFIX_SQL, (len(hex_ref), hex_ref)).fetchall()]
+    if hex_ref in traces:
+        return hex_ref
+    exact = {trace for run_id, trace in runs if run_id == ref}
+    if len(exact) == 1:
+        return exact.pop()
+    candidates = [("", trace) for trace in traces] + runs
+    matched = {trace for _, trace in candidates}
+    if len(matched) == 1:
+        return matched.pop()
+    if not matched:
+        raise NoMatchingTraceError(ref, Path(db_path).absolute())
+    raise AmbiguousTraceReference(ref, candidates)
+
+
 def trace_ids(db_path: str | Path) -> list[str]:
     """Every stored trace id, by first span start."""
     rows = _fetch(db_path, "SELECT trace_id FROM spans GROUP BY trace_id ORDER BY MIN(start_ns)")
@@ -502,8 +574,10 @@ def log_records(db_path: str | Path, trace_id: str | None = None) -> list[LogRec
 
 __all__ = [
     "PENDING_ATTRIBUTE",
+    "AmbiguousTraceReference",
     "LogRecord",
     "MetricPoint",
+    "NoMatchingTraceError",
     "NotAReceiverDatabase",
     "RunRow",
     "SpanEvent",
@@ -516,5 +590,6 @@ __all__ = [
     "log_records",
     "metric_points",
     "normalize_trace_id",
+    "resolve_trace_id",
     "trace_ids",
 ]

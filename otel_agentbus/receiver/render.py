@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
@@ -15,19 +16,26 @@ _MAX_VALUE: Final = 80
 MAX_INDENT_LEVELS: Final = 32
 """Nesting shown by indentation; deeper spans keep this indent and print their depth, so
 the output of a trace thousands of spans deep grows linearly, not with depth squared."""
+TREE_WIDTH: Final = 100
+"""Columns the span tree fits in: longer lines are cut with an ellipsis (``--all-attributes``
+wraps them instead)."""
+ELLIPSIS: Final = "…"
 
 
-def _value(value: Any) -> str:
-    text = value if isinstance(value, str) and value and " " not in value else None
+def _value(value: Any, limit: int | None = _MAX_VALUE) -> str:
+    plain = isinstance(value, str) and value and not any(c.isspace() for c in value)
+    text = value if plain else None
     if text is None:
         text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    return text if len(text) <= _MAX_VALUE else text[: _MAX_VALUE - 3] + "..."
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
 
 
-def format_attributes(attributes: dict[str, Any], *, only_key: bool = False) -> str:
-    """``k=v k=v`` on one line, values truncated."""
+def format_attributes(
+    attributes: dict[str, Any], *, only_key: bool = False, whole: bool = False
+) -> str:
+    """``k=v k=v`` on one line, values truncated unless ``whole``."""
     items = [
-        f"{k}={_value(v)}"
+        f"{k}={_value(v, None if whole else _MAX_VALUE)}"
         for k, v in attributes.items()
         if k != PENDING_ATTRIBUTE and (not only_key or k.startswith(KEY_ATTRIBUTE_PREFIXES))
     ]
@@ -51,10 +59,18 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def newest_first(runs: Sequence[RunRow]) -> list[RunRow]:
+    """The one order runs are shown in (``runs``, ``runs --json`` and the demo): newest
+    start first."""
+    return sorted(runs, key=lambda run: (run.start_ns, run.trace_id, run.span_id),
+                  reverse=True)
+
+
 def format_runs(runs: Sequence[RunRow]) -> str:
-    """The ``otel-agentbus runs`` table."""
+    """The ``otel-agentbus runs`` table, newest run first."""
     if not runs:
         return "no runs"
+    runs = newest_first(runs)
     header = ("RUN ID", "AGENT", "STATUS", "START (UTC)", "DURATION", "SPANS", "TRACE ID")
     rows = [
         (
@@ -80,8 +96,35 @@ def _span_line(span: SpanRow) -> str:
     return f"{span.name}  {duration}  {status}{kind}"
 
 
-def format_trace(tree: TraceTree, *, all_attributes: bool = False) -> str:
-    """An indented span tree with durations, status, key attributes and span events."""
+def _fit(line: str, indent: str, *, wrap: bool, width: int) -> list[str]:
+    """``line`` within ``width`` columns: cut with an ellipsis, or wrapped under ``indent``
+    (long words broken, so nothing is lost)."""
+    if len(line) <= width:
+        return [line]
+    if not wrap:
+        return [line[: width - len(ELLIPSIS)] + ELLIPSIS]
+    body = line.lstrip()
+    indent = indent[: width // 2]  # a very deep span still leaves room for its text
+    return textwrap.wrap(body, width=width, initial_indent=indent,
+                         subsequent_indent=indent + "  ", break_on_hyphens=False) or [line]
+
+
+def format_trace(
+    tree: TraceTree, *, all_attributes: bool = False, width: int = TREE_WIDTH
+) -> str:
+    """An indented span tree with durations, status, key attributes and span events, in
+    ``width`` columns: long lines are cut with an ellipsis, or with ``all_attributes``
+    (every attribute, values whole) wrapped."""
+    return "\n".join(
+        fitted
+        for line in _trace_lines(tree, all_attributes=all_attributes).splitlines()
+        for fitted in _fit(line, " " * (len(line) - len(line.lstrip())),
+                           wrap=all_attributes, width=width)
+    )
+
+
+def _trace_lines(tree: TraceTree, *, all_attributes: bool) -> str:
+    """The tree one line per span, attribute set and event, however long."""
     services = sorted({s.service_name for s in tree.spans if s.service_name})
     head = f"trace {tree.trace_id}  ({len(tree.spans)} spans"
     head += f", service {', '.join(services)})" if services else ")"
@@ -91,13 +134,14 @@ def format_trace(tree: TraceTree, *, all_attributes: bool = False) -> str:
         indent = "  " * min(depth, MAX_INDENT_LEVELS)
         marker = f"[depth {depth}] " if depth > MAX_INDENT_LEVELS else ""
         lines.append(indent + marker + _span_line(span))
-        attrs = format_attributes(span.attributes, only_key=not all_attributes)
+        attrs = format_attributes(span.attributes, only_key=not all_attributes,
+                                  whole=all_attributes)
         if attrs:
             lines.append(f"{indent}    {attrs}")
         for event in span.events:
             offset = (event.time_ns - span.start_ns) / 1e6
             text = f"{indent}    * {event.name} +{offset:.2f} ms"
-            event_attrs = format_attributes(event.attributes)
+            event_attrs = format_attributes(event.attributes, whole=all_attributes)
             lines.append(f"{text}  {event_attrs}" if event_attrs else text)
     return "\n".join(lines)
 
