@@ -129,9 +129,12 @@ def _otlp_exporters(
         OTLPSpanExporter as HTTPSpanExporter,
     )
 
+    from .otlp_http import with_fast_http_encoder
+
     base = endpoint.rstrip("/") if endpoint else None
     return (
-        HTTPSpanExporter(endpoint=f"{base}/v1/traces" if base else None, headers=header_dict),
+        with_fast_http_encoder(
+            HTTPSpanExporter(endpoint=f"{base}/v1/traces" if base else None, headers=header_dict)),
         HTTPMetricExporter(endpoint=f"{base}/v1/metrics" if base else None, headers=header_dict),
         HTTPLogExporter(endpoint=f"{base}/v1/logs" if base else None, headers=header_dict),
     )
