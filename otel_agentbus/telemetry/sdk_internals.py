@@ -2,11 +2,12 @@
 
 The SDK does not promise to keep private names (1.34 moved the batch processor's insides to
 ``_shared_internal`` and broke projects that reached in). Each shortcut below is checked
-once at import (does the name exist, with the shape we rely on?) and, where it is missing,
-the package takes the public path instead: slower, never wrong. :func:`fast_paths` says
-which shortcuts are active; ``OTEL_AGENTBUS_SDK_INTERNALS=off`` switches them all off (the
-tests use it to check that the public paths give the same exported result), except the
-one without a public path (a TracerProvider's span processor, below).
+once, at import (the OTLP/HTTP exporter's at first use: importing it costs 20 ms): does the
+name exist, with the shape we rely on? Where it is missing, the package takes the public
+path instead: slower, never wrong. :func:`fast_paths` says which shortcuts are active;
+``OTEL_AGENTBUS_SDK_INTERNALS=off`` switches them all off (the tests use it to check that
+the public paths give the same exported result), except the one without a public path (a
+TracerProvider's span processor, below).
 """
 
 from __future__ import annotations
