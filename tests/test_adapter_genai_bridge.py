@@ -3,7 +3,9 @@ pydantic-ai's own instrumentation) become bridged bus events; nothing is exporte
 
 from __future__ import annotations
 
+import gc
 import json
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from adapter_helpers import in_order, kinds, metric_counts, read_back_run, tree_
 from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Status, StatusCode
 from telemetry_helpers import Harness, HarnessFactory, Receiver, hex_span, hex_trace, start_receiver
 
@@ -194,6 +197,30 @@ async def test_install_twice_and_uninstall(make: HarnessFactory) -> None:
     agent_trace(harness)
     assert len(harness.bus.history(kinds="agent.run.started")) == 2
     genai_bridge.uninstall(harness.provider)
+
+
+async def test_a_new_provider_never_gets_a_collected_providers_bridge() -> None:
+    # CPython hands a freed provider's memory, and so its id(), to the next one: each new
+    # provider must still get a bridge registered on itself, and the old ones go away.
+    run = {sc.GEN_AI_OPERATION_NAME: "invoke_agent", sc.GEN_AI_AGENT_NAME: "courier"}
+    seen_ids: set[int] = set()
+    gone: list[weakref.ref[TracerProvider]] = []
+    for _ in range(20):
+        provider, bus = TracerProvider(shutdown_on_exit=False), EventBus()
+        seen_ids.add(id(provider))
+        gone.append(weakref.ref(provider))
+        bridge = genai_bridge.install(bus, tracer_provider=provider)
+        assert bridge.bus is bus
+        with provider.get_tracer("the-app").start_as_current_span("invoke_agent courier",
+                                                                 attributes=run):
+            pass
+        assert len(bus.history(kinds="agent.run.started")) == 1
+        genai_bridge.uninstall(provider)
+        provider.shutdown()
+        del provider, bridge
+        gc.collect()
+    assert len(seen_ids) < 20  # ids were reused, so the case above was exercised
+    assert all(ref() is None for ref in gone)  # the registry keeps no provider alive
 
 
 async def test_a_fault_never_breaks_the_instrumented_code(make: HarnessFactory) -> None:

@@ -17,15 +17,17 @@ from telemetry_helpers import child_env, run_python
 from otel_agentbus.telemetry import sdk_internals
 
 # A fixed run (seeded ids, explicit event ids and times) mirrored into memory, then the
-# OTLP/gRPC request configure()'s exporter would send for those spans, and what the SDK's
-# own encoder makes of them.
+# OTLP/gRPC request configure()'s exporter would send for those spans, the body its
+# OTLP/HTTP exporter posts to a server that records it, and what the SDK's own encoder
+# makes of them.
 SCENARIO = textwrap.dedent("""
-    import json, random
+    import http.server, json, random, threading
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from otel_agentbus import Event, EventBus, Scope, configure
     from otel_agentbus.telemetry import sdk_internals
     from otel_agentbus.telemetry.config import _span_exporter
+    from otel_agentbus.telemetry.exporter_env import resolve_target
     from otel_agentbus.telemetry.exporter_env import resolve_target
 
     random.seed(11)
@@ -54,10 +56,32 @@ SCENARIO = textwrap.dedent("""
         "traces", endpoint="http://127.0.0.1:9", protocol="grpc"))
     request = exporter._translate_data(spans)
     exporter.shutdown()
+
+    bodies = []
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            bodies.append(self.rfile.read(int(self.headers["Content-Length"])).hex())
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        def log_message(self, *args):
+            pass
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    http_exporter = _span_exporter("otlp", resolve_target(
+        "traces", endpoint=f"http://127.0.0.1:{server.server_address[1]}",
+        protocol="http/protobuf"))
+    http_result = http_exporter.export(spans)
+    http_exporter.shutdown()
+    server.shutdown()
     print(json.dumps({
         "paths": sdk_internals.fast_paths(),
         "request": request.hex() if type(request) is bytes else request.SerializeToString().hex(),
         "sdk": encode_spans(spans).SerializeToString().hex(),
+        "http_encoder": "export" in vars(http_exporter),
+        "http_result": http_result.name,
+        "http_bodies": bodies,
+        "http_sdk": encode_spans(spans).SerializePartialToString().hex(),
         "spans": [[s.name, s.context.span_id, s.parent.span_id if s.parent else None,
                    s.start_time, s.end_time, dict(s.attributes), len(s.events),
                    s.status.status_code.name] for s in spans],
@@ -79,7 +103,8 @@ def _request(hex_bytes: str) -> ExportTraceServiceRequest:
 
 def test_forcing_the_public_paths_gives_the_same_export() -> None:
     fast, public = _run(forced_off=False), _run(forced_off=True)
-    assert public["paths"] == {"fast_encoder": False, "encodes_nulls": False,
+    assert public["paths"] == {"fast_encoder": False, "http_encoder": False,
+                               "encodes_nulls": False,
                                "span_containers": False, "readable_span_positional": False,
                                "batch_drop_hooks": False,
                                "active_span_processor": sdk_internals.ACTIVE_SPAN_PROCESSOR}
@@ -89,6 +114,13 @@ def test_forcing_the_public_paths_gives_the_same_export() -> None:
     assert _request(public["request"]) == _request(public["sdk"])
     assert _request(fast["request"]) == _request(fast["sdk"])
     assert _request(fast["request"]) == _request(public["request"])
+    # Over OTLP/HTTP, the body each mode posts is byte for byte the SDK's own.
+    assert fast["http_encoder"] is fast["paths"]["http_encoder"]
+    assert public["http_encoder"] is False
+    assert fast["http_result"] == public["http_result"] == "SUCCESS"
+    assert fast["http_bodies"] == [fast["http_sdk"]]
+    assert public["http_bodies"] == [public["http_sdk"]]
+    assert fast["http_bodies"] == public["http_bodies"]
 
 
 def test_the_fallbacks_are_what_the_module_uses_when_forced_off() -> None:
@@ -97,20 +129,29 @@ def test_the_fallbacks_are_what_the_module_uses_when_forced_off() -> None:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.trace import ReadableSpan
         from otel_agentbus.telemetry import sdk_internals
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter as HTTPSpanExporter,
+        )
         from otel_agentbus.telemetry.otlp import with_fast_encoder
+        from otel_agentbus.telemetry.otlp_http import with_fast_http_encoder
 
         exporter = OTLPSpanExporter(endpoint="http://127.0.0.1:9", insecure=True)
         plain_translate = type(exporter)._translate_data
         with_fast_encoder(exporter)
+        http_exporter = with_fast_http_encoder(HTTPSpanExporter(endpoint="http://127.0.0.1:9"))
         print(json.dumps({
             "keyword_span": sdk_internals.new_readable_span is not ReadableSpan,
             "encoder_kept": "_translate_data" not in vars(exporter)
                             and type(exporter)._translate_data is plain_translate,
             "stub_kept": type(exporter._client).__name__ == "TraceServiceStub",
+            "http_export_kept": "export" not in vars(http_exporter)
+                                and type(http_exporter) is HTTPSpanExporter,
         }))
         exporter.shutdown()
+        http_exporter.shutdown()
     """), env={**child_env(), "OTEL_AGENTBUS_SDK_INTERNALS": "off"})
     assert result["keyword_span"] and result["encoder_kept"] and result["stub_kept"]
+    assert result["http_export_kept"]
 
 
 @pytest.mark.skipif(not sdk_internals.READABLE_SPAN_POSITIONAL,

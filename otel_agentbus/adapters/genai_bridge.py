@@ -25,6 +25,7 @@ OpenTelemetry SDK.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -273,7 +274,9 @@ class GenAIBridge(SpanProcessor):
                                 correlation=correlation)
 
 
-_bridges: dict[int, GenAIBridge] = {}
+_bridges: weakref.WeakKeyDictionary[TracerProvider, GenAIBridge] = weakref.WeakKeyDictionary()
+"""Each provider's bridge, keyed by the provider itself: an ``id()`` is reused once a provider
+is collected, and a new provider must never be handed a bridge registered on a dead one."""
 _install_lock = threading.Lock()
 
 
@@ -294,14 +297,14 @@ def install(bus: EventBus | None = None, *,
     ``bus`` (default: the process's default bus). A second call returns the same bridge."""
     provider = _provider(tracer_provider)
     with _install_lock:
-        bridge = _bridges.get(id(provider))
+        bridge = _bridges.get(provider)
         if bridge is not None and bridge.enabled:
             return bridge
         target = resolve_bus(bus, "genai-bridge")
         if bridge is None:
             bridge = GenAIBridge(target)
             provider.add_span_processor(bridge)
-            _bridges[id(provider)] = bridge
+            _bridges[provider] = bridge
         else:  # uninstalled before: the SDK kept the processor, it wakes up on the new bus
             bridge.bus = target
             bridge._writer = EventWriter(target, bridge.faults, bridged=True)
@@ -314,7 +317,7 @@ def uninstall(tracer_provider: TracerProvider | None = None) -> None:
     processor, so ours stays registered, idle."""
     provider = _provider(tracer_provider)
     with _install_lock:
-        bridge = _bridges.get(id(provider))
+        bridge = _bridges.get(provider)
         if bridge is None or not bridge.enabled:
             return
         bridge.enabled = False
@@ -323,7 +326,7 @@ def uninstall(tracer_provider: TracerProvider | None = None) -> None:
 
 def installed(tracer_provider: TracerProvider | None = None) -> GenAIBridge | None:
     """The active bridge of the provider (default: the global one), if any."""
-    bridge = _bridges.get(id(_provider(tracer_provider)))
+    bridge = _bridges.get(_provider(tracer_provider))
     return bridge if bridge is not None and bridge.enabled else None
 
 

@@ -92,7 +92,10 @@ def _span_exporter(name: str, target: OtlpTarget | None) -> SpanExporter:
         OTLPSpanExporter as HTTPSpanExporter,
     )
 
-    return HTTPSpanExporter(endpoint=target.endpoint, headers=target.headers)
+    from .otlp_http import with_fast_http_encoder
+
+    return with_fast_http_encoder(
+        HTTPSpanExporter(endpoint=target.endpoint, headers=target.headers))
 
 
 def _metric_exporter(name: str, target: OtlpTarget | None) -> MetricExporter:

@@ -2,16 +2,19 @@
 
 The SDK does not promise to keep private names (1.34 moved the batch processor's insides to
 ``_shared_internal`` and broke projects that reached in). Each shortcut below is checked
-once at import (does the name exist, with the shape we rely on?) and, where it is missing,
-the package takes the public path instead: slower, never wrong. :func:`fast_paths` says
-which shortcuts are active; ``OTEL_AGENTBUS_SDK_INTERNALS=off`` switches them all off (the
-tests use it to check that the public paths give the same exported result), except the
-one without a public path (a TracerProvider's span processor, below).
+once, at import (the OTLP/HTTP exporter's at first use: importing it costs 20 ms): does the
+name exist, with the shape we rely on? Where it is missing, the package takes the public
+path instead: slower, never wrong. :func:`fast_paths` says which shortcuts are active;
+``OTEL_AGENTBUS_SDK_INTERNALS=off`` switches them all off (the tests use it to check that
+the public paths give the same exported result), except the one without a public path (a
+TracerProvider's span processor, below).
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import types
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -110,6 +113,64 @@ def swap_export_stub(exporter: Any, expected_stub: type, stub: Callable[[Any], A
         return False
     exporter._stub = stub  # a reconnect builds its client from this class
     exporter._client = stub(exporter._channel)
+    return True
+
+
+# ------------------------------------------------------------ OTLP/HTTP exporter's encoder
+# What for: otlp_http gives the SDK's OTLP/HTTP span exporter our encoder. That exporter has
+# no encoding hook: its ``export`` calls ``encode_spans(spans).SerializePartialToString()``
+# (``encode_spans`` a global of its module), then posts the bytes with its own size limit,
+# compression, timeouts, retries and metrics (inside ``export`` up to 1.44, in its
+# ``_client`` since 1.45). The exporter gets a copy of that ``export`` whose globals name our
+# encoder ``encode_spans``: the SDK's own code, run on our bytes, in every release. Checked:
+# ``export`` is a plain function that reads the global ``encode_spans`` and calls
+# ``SerializePartialToString``, and that global is the SDK's public ``encode_spans``. Public
+# path: the stock exporter, with the SDK's encoder.
+@functools.cache
+def _http_export() -> types.FunctionType | None:
+    """The exporter's ``export`` when it is as checked; looked at on first use, since
+    importing the HTTP exporter (and ``requests``) costs a gRPC-only program 20 ms."""
+    if not FAST_ENCODER:
+        return None
+    try:
+        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    except ImportError:
+        return None
+    export = vars(OTLPSpanExporter).get("export")
+    if not isinstance(export, types.FunctionType):
+        return None
+    names = export.__code__.co_names
+    if "encode_spans" not in names or "SerializePartialToString" not in names:
+        return None
+    if export.__globals__.get("encode_spans") is not encode_spans:
+        return None
+    return export
+
+
+def http_encoder_available() -> bool:
+    """The OTLP/HTTP span exporter can take our encoder (see :func:`set_http_encoder`)."""
+    return _http_export() is not None
+
+
+def set_http_encoder(exporter: Any, encode: Callable[[Sequence[ReadableSpan]], Any]) -> bool:
+    """Make the SDK's OTLP/HTTP span ``exporter`` run its own ``export`` with ``encode`` in
+    place of ``encode_spans`` (``encode`` returns an object whose
+    ``SerializePartialToString()`` gives the request bytes); False, changing nothing, when
+    this SDK is not laid out as expected or the exporter is of a subclass (whose export
+    may differ)."""
+    original = _http_export()
+    if original is None or vars(type(exporter)).get("export") is not original:
+        return False
+    # The module's globals as they are now (they are set at import and not changed after),
+    # with one name bound to our encoder; the module itself is left alone.
+    namespace = dict(original.__globals__)
+    namespace["encode_spans"] = encode
+    export = types.FunctionType(original.__code__, namespace, original.__name__,
+                                original.__defaults__, original.__closure__)
+    export.__kwdefaults__ = original.__kwdefaults__
+    export.__qualname__ = original.__qualname__
+    exporter.export = types.MethodType(export, exporter)
     return True
 
 
@@ -226,6 +287,7 @@ def fast_paths() -> dict[str, bool]:
     """Which shortcuts are active (False: the public path is used)."""
     return {
         "fast_encoder": FAST_ENCODER,
+        "http_encoder": http_encoder_available(),
         "encodes_nulls": ENCODES_NULLS,
         "span_containers": SPAN_CONTAINERS,
         "readable_span_positional": READABLE_SPAN_POSITIONAL,
