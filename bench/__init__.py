@@ -1,1 +1,1 @@
-"""The benchmark suite: ``bash bench/run [--quick] [--json]`` (see README, "Performance")."""
+"""The benchmark suite: ``bash bench/run [--quick] [--json]`` (see docs/performance.md)."""

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 """Every run's JSON and PNGs (git-ignored)."""
 PLOTS = REPO / "bench" / "plots"
-"""The PNGs the README shows (committed; written by full runs only)."""
+"""The PNGs docs/performance.md names (committed; written by full runs only)."""
 
 
 def median(values: Sequence[float]) -> float:

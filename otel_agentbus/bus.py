@@ -214,7 +214,7 @@ class EventBus:
 
         Options come as a :class:`SubscribeOptions` or as its fields by keyword (keywords
         given with ``options`` replace those fields). Without a handler the subscription is
-        an async iterator. See the README for what each option does.
+        an async iterator. See docs/concepts.md for what each option does.
         """
         if self._closed:
             raise BusClosedError("cannot subscribe: the event bus is closed")

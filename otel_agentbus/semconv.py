@@ -2,8 +2,8 @@
 
 The GenAI conventions are still "Development" status and moved repositories in 2026; the
 constants in ``opentelemetry-semantic-conventions`` are deprecated. Keeping our own table
-means a rename upstream is one edit here, and the README's table is generated from
-``NAME_TABLE`` below (``python -m otel_agentbus.semconv_table``).
+means a rename upstream is one edit here, and the names table of ``docs/names.md`` is
+generated from ``NAME_TABLE`` below (``python -m otel_agentbus.semconv_table``).
 Names under ``agentbus.`` are the project's own: no convention covers graph nodes,
 iterations or decisions.
 """
@@ -189,7 +189,7 @@ NameKind = Literal["attribute", "span name", "span event", "metric"]
 class NameGroup:
     """Names that travel together, what kind of name they are, and where they appear.
 
-    One row of the README's names table; ``where`` is markdown. Whether a name is a
+    One row of the names table (docs/names.md); ``where`` is markdown. Whether a name is a
     convention's or the project's own follows from its prefix (``convention_of``).
     """
 

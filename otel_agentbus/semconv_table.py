@@ -1,8 +1,9 @@
-"""The README's names table, rendered from ``semconv.py`` so the two cannot disagree.
+"""The docs' names table, rendered from ``semconv.py`` so the two cannot disagree.
 
-``python -m otel_agentbus.semconv_table`` prints the table; ``--write README.md`` replaces
-the generated block in the README (between the two marker comments) and ``--check
-README.md`` exits 1 when that block differs from what ``semconv.py`` says.
+``python -m otel_agentbus.semconv_table`` prints the table; ``--write`` replaces the
+generated block (between the two marker comments) of the names reference page,
+``docs/names.md``, and ``--check`` exits 1 when that block differs from what ``semconv.py``
+says. Either takes another markdown file instead.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from typing import Final
 
 from . import semconv
 
-COMMAND: Final = "python -m otel_agentbus.semconv_table --write README.md"
+DEFAULT_TARGET: Final = Path("docs/names.md")
+"""The page holding the generated table, relative to the repository root."""
+COMMAND: Final = "python -m otel_agentbus.semconv_table --write"
 BEGIN_MARKER: Final = (
     f"<!-- names table: generated from otel_agentbus/semconv.py by `{COMMAND}` -->")
 END_MARKER: Final = "<!-- end of the generated names table -->"
@@ -80,10 +83,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Print the names table generated from semconv.py, or check or rewrite "
                     "the generated block of a markdown file.")
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--check", metavar="FILE", type=Path,
-                      help="exit 1 when FILE's generated block differs from semconv.py")
-    mode.add_argument("--write", metavar="FILE", type=Path,
-                      help="replace FILE's generated block with a fresh rendering")
+    mode.add_argument("--check", metavar="FILE", type=Path, nargs="?", const=DEFAULT_TARGET,
+                      help="exit 1 when FILE's generated block differs from semconv.py "
+                           f"(default: {DEFAULT_TARGET})")
+    mode.add_argument("--write", metavar="FILE", type=Path, nargs="?", const=DEFAULT_TARGET,
+                      help=f"replace FILE's generated block with a fresh rendering "
+                           f"(default: {DEFAULT_TARGET})")
     args = parser.parse_args(argv)
     if args.check is None and args.write is None:
         sys.stdout.write(render_names_table())

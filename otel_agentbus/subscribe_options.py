@@ -24,7 +24,7 @@ DEFAULT_BUFFER: Final = 1024
 
 @dataclass(frozen=True, slots=True)
 class SubscribeOptions:
-    """What a subscription receives and how it is delivered; see the README for each option.
+    """What a subscription receives and how it is delivered; see docs/concepts.md for each option.
 
     Invalid values raise :class:`InvalidSubscriptionError` when the object is built, naming
     the option. Policy names given as strings are turned into their enums.

@@ -222,7 +222,7 @@ class RawCollector:
 
 
 def report(test: str, **figures: Any) -> None:
-    """Append a test's figures (for the README table) to $RELIABILITY_FIGURES, if set."""
+    """Append a test's figures (for docs/reliability.md) to $RELIABILITY_FIGURES, if set."""
     path = os.environ.get("RELIABILITY_FIGURES")
     if path:
         with open(path, "a") as fh:

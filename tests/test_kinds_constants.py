@@ -65,7 +65,7 @@ def test_the_package_uses_the_constants_not_literal_kinds() -> None:
     assert not found, "literal kinds instead of constants:\n" + "\n".join(found)
 
 
-# The README's "How events become telemetry" table: kinds the mirror maps to spans, to
+# The "How events become telemetry" table (docs/telemetry.md): kinds the mirror maps to spans, to
 # named span events, or only counts; every other kind in a run becomes a span event named
 # after the kind.
 SPANS = {kinds.RUN_STARTED, kinds.RUN_COMPLETED, kinds.RUN_FAILED, kinds.RUN_CANCELLED,

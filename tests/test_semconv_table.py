@@ -1,7 +1,8 @@
-"""The README's names table is the one generated from semconv.py, and covers every name."""
+"""The names reference page's table is the one generated from semconv.py, and covers every name."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from otel_agentbus.semconv_table import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"
+NAMES_PAGE = ROOT / "docs" / "names.md"
 EMITTED_NAME = re.compile(r"^[a-z_]+(\.[a-z0-9_]+)+$")
 
 
@@ -31,11 +32,11 @@ def emitted_names() -> list[str]:
             if key.isupper() and isinstance(value, str) and EMITTED_NAME.match(value)]
 
 
-def test_readme_table_is_the_generated_one() -> None:
-    readme = README.read_text(encoding="utf-8")
-    assert generated_block(readme) == render_names_table(), (
-        "README's names table differs from semconv.py; run "
-        "`python -m otel_agentbus.semconv_table --write README.md`")
+def test_names_page_table_is_the_generated_one() -> None:
+    page = NAMES_PAGE.read_text(encoding="utf-8")
+    assert generated_block(page) == render_names_table(), (
+        "docs/names.md's names table differs from semconv.py; run "
+        "`python -m otel_agentbus.semconv_table --write`")
 
 
 def test_every_name_is_in_exactly_one_row() -> None:
@@ -89,16 +90,16 @@ def run_command(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_command_checks_and_writes(tmp_path: Path) -> None:
-    stale = tmp_path / "README.md"
-    stale.write_text(README.read_text(encoding="utf-8").replace(
+    stale = tmp_path / "names.md"
+    stale.write_text(NAMES_PAGE.read_text(encoding="utf-8").replace(
         "| `agentbus.runs`, `agentbus.run.duration` | metric |",
         "| `agentbus.runs` | metric |"), encoding="utf-8")
     checked = run_command("--check", str(stale))
     assert checked.returncode == 1
-    assert "out of date" in checked.stderr and "--write README.md" in checked.stderr
+    assert "out of date" in checked.stderr and "semconv_table --write" in checked.stderr
 
     assert run_command("--write", str(stale)).returncode == 0
-    assert stale.read_text(encoding="utf-8") == README.read_text(encoding="utf-8")
+    assert stale.read_text(encoding="utf-8") == NAMES_PAGE.read_text(encoding="utf-8")
     assert run_command("--check", str(stale)).returncode == 0
 
 
@@ -111,3 +112,21 @@ def test_command_prints_the_table_and_names_a_bad_file(tmp_path: Path) -> None:
     failed = run_command("--check", str(bare))
     assert failed.returncode == 2
     assert str(bare) in failed.stderr and "no generated names table" in failed.stderr
+
+
+def test_without_a_file_the_command_checks_and_writes_the_names_page(tmp_path: Path) -> None:
+    """--check and --write alone act on docs/names.md, relative to where they run."""
+    (tmp_path / "docs").mkdir()
+    page = tmp_path / "docs" / "names.md"
+    page.write_text(f"# Names\n{BEGIN_MARKER}\nstale\n{END_MARKER}\n", encoding="utf-8")
+
+    def run_here(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "otel_agentbus.semconv_table", *args],
+                              capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+    stale = run_here("--check")
+    assert stale.returncode == 1 and "docs/names.md" in stale.stderr
+    assert run_here("--write").returncode == 0
+    assert generated_block(page.read_text(encoding="utf-8")) == render_names_table()
+    assert run_here("--check").returncode == 0
