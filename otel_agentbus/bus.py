@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final, NamedTuple, Protocol, Unpack, cast
 
+from .default_mirror import default_mirror
 from .events import Event, EventValidationError, _set_seq
 from .filters import make_filter
 from .mailbox import BusCounters, BusLink, Mailbox
@@ -131,8 +132,6 @@ class EventBus:
         self._counters = BusCounters()
         self._link = BusLink(self._counters, lambda: self._loop, self._forget, self._revive)
         if telemetry:
-            from .default_mirror import default_mirror
-
             mirror = default_mirror()
             if mirror is not None:
                 self.add_hook(mirror)

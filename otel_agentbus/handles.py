@@ -41,7 +41,7 @@ from .kinds import (
     TOOL_CALL_COMPLETED,
     TOOL_CALL_STARTED,
 )
-from .runs import _CURRENT_RUN, RunHandle, json_safe
+from .runs import _CURRENT_RUN, RunHandle, error_payload, json_safe
 from .tracecontext import context_of, span_context_of
 
 __all__ = ["SpanHandle", "current_handle", "publish_start"]
@@ -70,11 +70,6 @@ _CANCELLED: Final = frozenset({"CancelledError", "KeyboardInterrupt", "SystemExi
 def current_handle() -> SpanHandle | None:
     """The handle attached innermost on this thread or task, if any."""
     return _CURRENT_HANDLE.get()
-
-
-def error_payload(error: BaseException) -> dict[str, str]:
-    """The ``error`` / ``error_type`` fields the mirror turns into a failed span's cause."""
-    return {"error": str(error) or type(error).__name__, "error_type": type(error).__name__}
 
 
 class SpanHandle:

@@ -36,6 +36,11 @@ def current_run() -> RunHandle | None:
     return _CURRENT_RUN.get()
 
 
+def error_payload(error: BaseException) -> dict[str, str]:
+    """The ``error`` / ``error_type`` fields the mirror turns into a failed span's cause."""
+    return {"error": str(error) or type(error).__name__, "error_type": type(error).__name__}
+
+
 def json_safe(value: Any) -> Any:
     """``value`` if it is JSON data, else its ``repr`` (outputs and inputs are free-form);
     either way with the values of secret-looking keys redacted (``redact_secrets``)."""
@@ -150,10 +155,7 @@ class RunScope:
                                     Severity.WARN)
             else:
                 handle.status = "failed"
-                handle._publish_end(RUN_FAILED,
-                                    {"error": str(error) or type(error).__name__,
-                                     "error_type": type(error).__name__},
-                                    Severity.ERROR)
+                handle._publish_end(RUN_FAILED, error_payload(error), Severity.ERROR)
         finally:
             if self._otel_token is not None:
                 otel_context.detach(self._otel_token)  # type: ignore[arg-type]

@@ -41,7 +41,7 @@ from ..kinds import (
     TOOL_CALL_COMPLETED,
     TOOL_CALL_STARTED,
 )
-from ..runs import _CURRENT_RUN, RunHandle, current_run
+from ..runs import _CURRENT_RUN, RunHandle, current_run, error_payload
 from ..tracecontext import context_of
 from .checks import _check_node, _check_str, _check_tool
 from .defaults import _resolve_bus
@@ -58,7 +58,7 @@ _detach = otel_context.detach
 def _error_payload(error: BaseException) -> dict[str, Any]:
     if isinstance(error, _CANCELLED):
         return {"error": "cancelled", "error_type": "cancelled"}
-    return {"error": str(error) or type(error).__name__, "error_type": type(error).__name__}
+    return error_payload(error)
 
 
 class _Scope:

@@ -37,6 +37,7 @@ from ..kinds import (
     NODE_LOOP_STARTED,
     NODE_STALLED,
 )
+from ..runs import error_payload
 from ..tracecontext import context_of
 from .execution import ExecutionContext
 
@@ -255,8 +256,7 @@ class Graph:
                     break
         except Exception as error:
             run.publish(NODE_LOOP_FAILED,
-                        {"error": str(error) or type(error).__name__,
-                         "error_type": type(error).__name__, "iterations": iteration},
+                        {**error_payload(error), "iterations": iteration},
                         node_id=node.id, severity=Severity.ERROR)
             raise
         finally:
