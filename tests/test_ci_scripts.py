@@ -1,6 +1,6 @@
 """The set-up scripts (issue 15): ``.ci/demo`` installs only when pyproject.toml changed,
-and ``.ci/prometheus`` installs promtool without a prompt only under CI=true or an explicit
-opt-in. pip and apt-get are stand-ins that log their arguments: the real ones would take
+and ``.ci/prometheus`` / ``.ci/chromium`` install their Debian package without a prompt
+(apt-get update first), unless they cannot or are told not to. pip and apt-get are stand-ins that log their arguments: the real ones would take
 minutes, need root and change the machine."""
 
 from __future__ import annotations
@@ -71,16 +71,16 @@ def test_ci_demo_installs_once_then_only_when_pyproject_changes(
     assert [c for c in _calls(log) if "pip install" in c]
 
 
-# ---- .ci/prometheus: no prompt, no surprise --------------------------------------------
+# ---- .ci/prometheus and .ci/chromium: no prompt, no surprise ------------------------------
 
 
 @pytest.fixture
 def fake_path(tmp_path: Path) -> tuple[Path, Path]:
-    """A PATH with logging sudo/apt-get/service, the few real tools the script needs, and
-    no promtool."""
+    """A PATH with logging sudo/apt-get/service, the few real tools the scripts need, and
+    neither promtool nor chromium."""
     bin_dir, log = tmp_path / "bin", tmp_path / "apt.log"
     bin_dir.mkdir()
-    for tool in ("id", "env", "tr"):
+    for tool in ("id", "env", "tr", "true", "dirname"):
         real = shutil.which(tool)
         assert real is not None
         (bin_dir / tool).symlink_to(real)
@@ -92,41 +92,69 @@ def fake_path(tmp_path: Path) -> tuple[Path, Path]:
     return bin_dir, log
 
 
-def _ci_prometheus(bin_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([BASH, str(REPO_ROOT / ".ci" / "prometheus")], capture_output=True,
+def _as_user(bin_dir: Path, sudo_works: bool) -> None:
+    """Pretend not to be root (uid 1000), with or without passwordless sudo."""
+    (bin_dir / "id").unlink()
+    (bin_dir / "id").write_text("#!/bin/sh\necho 1000\n")
+    (bin_dir / "id").chmod(0o755)
+    if not sudo_works:
+        (bin_dir / "sudo").write_text("#!/bin/sh\nexit 1\n")
+
+
+def _ci_script(name: str, bin_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([BASH, str(REPO_ROOT / ".ci" / name)], capture_output=True,
                           text=True, env={"PATH": str(bin_dir), **env}, timeout=30)
 
 
-def test_prometheus_skipped_with_a_note_outside_ci(fake_path: tuple[Path, Path]) -> None:
-    bin_dir, log = fake_path
-    done = _ci_prometheus(bin_dir)
-    assert done.returncode == 0, done.stderr
-    assert not log.exists()  # neither sudo nor apt-get ran
-    assert "skipped" in done.stderr and "AGENTBUS_INSTALL_PROMETHEUS=1" in done.stderr
-
-
-@pytest.mark.parametrize("opt_in", [{"CI": "true"}, {"AGENTBUS_INSTALL_PROMETHEUS": "1"}])
-def test_prometheus_installed_without_a_prompt_when_asked(
-    fake_path: tuple[Path, Path], opt_in: dict[str, str]
+@pytest.mark.parametrize(("script", "package"), [("prometheus", "prometheus"),
+                                                 ("chromium", "chromium")])
+def test_missing_package_installed_without_a_prompt(
+    fake_path: tuple[Path, Path], script: str, package: str
 ) -> None:
     bin_dir, log = fake_path
-    done = _ci_prometheus(bin_dir, **opt_in)
+    _as_user(bin_dir, sudo_works=True)
+    done = _ci_script(script, bin_dir)
     assert done.returncode == 0, done.stderr
     calls = log.read_text().splitlines()
+    apt = [c for c in calls if c.startswith("apt-get")]
+    assert apt[0] == "apt-get update -qq"  # the package lists first, on a fresh machine
     install = next(c for c in calls if c.startswith("apt-get install"))
-    assert "-y" in install.split() and install.endswith("prometheus")
+    assert "-y" in install.split() and install.endswith(package)
     assert "DEBIAN_FRONTEND=noninteractive" in calls
     assert all(c.startswith("sudo -n ") for c in calls if c.startswith("sudo"))
 
 
-def test_prometheus_left_alone_when_promtool_is_there(fake_path: tuple[Path, Path]) -> None:
+def test_no_install_without_passwordless_sudo(fake_path: tuple[Path, Path]) -> None:
     bin_dir, log = fake_path
-    _logging_command(bin_dir / "promtool", log, "promtool")
-    done = _ci_prometheus(bin_dir, CI="true")
+    _as_user(bin_dir, sudo_works=False)
+    done = _ci_script("chromium", bin_dir)
+    assert done.returncode == 0, done.stderr
+    assert not [c for c in (log.read_text().splitlines() if log.exists() else [])
+                if c.startswith("apt-get")]
+    assert "skipped" in done.stderr and "passwordless sudo" in done.stderr
+
+
+def test_opting_out_leaves_the_machine_alone(fake_path: tuple[Path, Path]) -> None:
+    bin_dir, log = fake_path
+    done = _ci_script("prometheus", bin_dir, AGENTBUS_INSTALL_SYSTEM_PACKAGES="0")
+    assert done.returncode == 0, done.stderr
+    assert not log.exists()  # neither sudo nor apt-get ran
+    assert "skipped" in done.stderr and "apt-get install prometheus" in done.stderr
+
+
+@pytest.mark.parametrize(("script", "command"), [("prometheus", "promtool"),
+                                                 ("chromium", "chromium")])
+def test_left_alone_when_the_command_is_there(
+    fake_path: tuple[Path, Path], script: str, command: str
+) -> None:
+    bin_dir, log = fake_path
+    _logging_command(bin_dir / command, log, command)
+    done = _ci_script(script, bin_dir, CI="true")
     assert done.returncode == 0, done.stderr
     assert not log.exists()
 
 
-def test_ci_test_installs_prometheus_only_through_the_script() -> None:
+def test_ci_test_installs_debian_packages_only_through_the_scripts() -> None:
     text = (REPO_ROOT / ".ci" / "test").read_text()
-    assert "apt-get" not in text and ".ci/prometheus" in text
+    assert "apt-get" not in text
+    assert ".ci/prometheus" in text and ".ci/chromium" in text

@@ -38,7 +38,7 @@ from otel_agentbus.receiver.retention import (
     prune,
     used_bytes,
 )
-from otel_agentbus.receiver.store import Store
+from otel_agentbus.receiver.store import SCHEMA_VERSION, Store
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -297,7 +297,7 @@ def test_a_version_1_database_gets_arrival_times(tmp_path: Path) -> None:
         Ingest(store).export_protobuf(Signal.TRACES, trace_request(1, padding=10))
     with sqlite3.connect(db) as conn:
         stamps = [r for (r,) in conn.execute("SELECT received_ms FROM spans")]
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert len(stamps) == 2 * SPANS_PER_TRACE
     assert all(s is not None and before - 5_000 <= s <= time.time_ns() // 1_000_000 + 5_000
                for s in stamps)

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
 import uvicorn
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .http_app import OTLPHTTPApp
 from .http_protocol import protocol_class
@@ -71,6 +72,21 @@ def _loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) ->
     loop.default_exception_handler(context)
 
 
+class _Listener:
+    """One listener, two applications: ``/v1/*`` is OTLP's, every other path the web
+    view's (when there is one; else OTLP answers 404 as before)."""
+
+    def __init__(self, otlp: OTLPHTTPApp, web: ASGIApp | None) -> None:
+        self.otlp = otlp
+        self.web = web
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.web is not None and not str(scope.get("path", "")).startswith("/v1/"):
+            await self.web(scope, receive, send)
+        else:
+            await self.otlp(scope, receive, send)
+
+
 class OTLPHTTPServer:
     """Binds ``address`` at once; :meth:`start` serves, :meth:`stop` ends it (bounded)."""
 
@@ -83,6 +99,7 @@ class OTLPHTTPServer:
         max_body: int,
         limits: HTTPLimits | None = None,
         tls: TLSFiles | None = None,
+        web: ASGIApp | None = None,
     ) -> None:
         self.limits = connection_cap(limits or HTTPLimits())
         self._socket = _bind(*address)
@@ -91,7 +108,7 @@ class OTLPHTTPServer:
         self.app = OTLPHTTPApp(ingest, token=token, max_body=max_body, limits=self.limits,
                                executor=self._executor)
         config = uvicorn.Config(
-            self.app,
+            _Listener(self.app, web),
             http=protocol_class(self.limits, ingest),
             lifespan="off",
             log_config=None,

@@ -18,12 +18,11 @@ from typing import Any, Final, TypeVar
 
 from .names import (
     AGENT_ATTRIBUTE,
-    INVOKE_AGENT,
-    OPERATION_ATTRIBUTE,
     PENDING_ATTRIBUTE,
     RUN_ID_ATTRIBUTE,
     RUN_STATUS_ATTRIBUTE,
 )
+from .run_sql import run_spans_sql
 
 _REQUIRED_TABLES: Final = frozenset({"spans", "metrics", "logs"})
 
@@ -358,20 +357,10 @@ def _run_status(span: SpanRow) -> str:
     return "failed" if span.status_code == "ERROR" else "completed"
 
 
-_RUNS_SQL: Final = f"""
-SELECT s.*, (SELECT COUNT(*) FROM spans c WHERE c.trace_id = s.trace_id AND c.pending = 0)
-         AS span_count
-FROM spans s
-WHERE (json_extract(s.attributes, '$."{OPERATION_ATTRIBUTE}"') = '{INVOKE_AGENT}'
-  AND NOT EXISTS (
-      SELECT 1 FROM spans p
-      WHERE p.trace_id = s.trace_id AND p.span_id = s.parent_span_id
-        AND json_extract(p.attributes, '$."{OPERATION_ATTRIBUTE}"') = '{INVOKE_AGENT}'))
-  -- A run still open: only its pending record (a child of the run span) has arrived.
-  OR (s.pending = 1 AND NOT EXISTS (
-      SELECT 1 FROM spans r WHERE r.trace_id = s.trace_id AND r.span_id = s.parent_span_id))
-ORDER BY s.start_ns, s.trace_id, s.span_id
-"""
+_RUNS_SQL: Final = run_spans_sql(
+    "s.*, (SELECT COUNT(*) FROM spans c WHERE c.trace_id = s.trace_id AND c.pending = 0) "
+    "AS span_count",
+    order="ORDER BY start_ns, trace_id, span_id")
 
 
 def list_runs(db_path: str | Path) -> list[RunRow]:

@@ -7,11 +7,13 @@ separate process through ``otel-agentbus receiver``.
 
 from __future__ import annotations
 
+import logging
 import os
+import sqlite3
 import threading
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .http_server import OTLPHTTPServer
 from .ingest import Ingest, ReceiverStats
@@ -24,8 +26,14 @@ from .retention import (
     PruneStats,
     RetentionPolicy,
 )
-from .store import Store
+from .store import StorageFull, Store
 from .tls import TLSFiles, check_exposure
+from .web_url import WEB_URL_KEY, run_link
+
+if TYPE_CHECKING:
+    from .web.links import WebLinks
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY: Final = 16 * 1024 * 1024
 DEFAULT_GRPC_ADDR: Final = "127.0.0.1:4317"
@@ -52,6 +60,15 @@ def join_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _record_web_url(store: Store, url: str | None) -> None:
+    """Say in the database where its web view is (``otel-agentbus runs`` prints links to
+    it); a full or failing database must not stop the receiver over this."""
+    try:
+        store.set_meta(WEB_URL_KEY, url)
+    except (sqlite3.Error, StorageFull) as exc:
+        log.warning("could not record the web view's address in %s: %s", store.path, exc)
+
+
 class Receiver:
     """An OTLP receiver (gRPC and HTTP) storing into SQLite at ``db_path``.
 
@@ -76,6 +93,8 @@ class Receiver:
         tls_cert: str | os.PathLike[str] | None = None,
         tls_key: str | os.PathLike[str] | None = None,
         insecure: bool = False,
+        web: bool = True,
+        web_links: WebLinks | None = None,
     ) -> None:
         if max_body <= 0:
             raise ValueError("max_body must be positive")
@@ -93,6 +112,8 @@ class Receiver:
         self._http_host, self._http_port = split_host_port(http_addr)
         check_exposure([grpc_addr, http_addr], [self._grpc_host, self._http_host],
                        self.token, insecure)
+        self.web = web
+        self.web_links = web_links
         self._store: Store | None = None
         self._ingest: Ingest | None = None
         self._pruner: Pruner | None = None
@@ -121,6 +142,12 @@ class Receiver:
                     max_body=self.max_body,
                     tls=self.tls,
                 )
+                web_view = None
+                if self.web:
+                    from .web import WebView  # Starlette's static files; import on use
+
+                    web_view = WebView(self.db_path, token=self.token, links=self.web_links,
+                                       secure_cookies=self.tls is not None)
                 try:
                     http = OTLPHTTPServer(
                         (self._http_host, self._http_port),
@@ -129,6 +156,7 @@ class Receiver:
                         max_body=self.max_body,
                         limits=self.http_limits,
                         tls=self.tls,
+                        web=web_view,
                     )
                     http.start()
                 except BaseException:
@@ -141,6 +169,7 @@ class Receiver:
             self._store, self._ingest, self._pruner = store, ingest, pruner.start()
             self._grpc, self._grpc_port = grpc_server, grpc_port
             self._http, self._http_port = http, int(http.server_address[1])
+            _record_web_url(store, self.web_url)
         return self
 
     def stop(self, grace: float | None = 1.0) -> None:
@@ -156,6 +185,7 @@ class Receiver:
             if self._pruner is not None:
                 self._pruner.stop()
                 self._pruner = None
+            _record_web_url(self._store, None)
             self._store.close()
             self._store = None
             self._grpc = self._http = None
@@ -216,6 +246,17 @@ class Receiver:
     def http_endpoint(self) -> str:
         """Base URL; signal paths are ``/v1/traces``, ``/v1/metrics``, ``/v1/logs``."""
         return f"{self.scheme}://{self.http_address}"
+
+    @property
+    def web_url(self) -> str | None:
+        """Base URL of the web view (``/runs``, ``/runs/<run id>``, ``/traces/<trace
+        id>`` under it), on the HTTP listener; ``None`` when it is off."""
+        return self.http_endpoint if self.web else None
+
+    def run_url(self, run_id: str) -> str | None:
+        """The web view's page of one run."""
+        base = self.web_url
+        return None if base is None else run_link(base, run_id)
 
     def stats(self) -> ReceiverStats:
         ingest = self._ingest

@@ -24,11 +24,14 @@ from pathlib import Path
 from types import TracebackType
 
 from .convert import SPAN_COLUMNS, LogRecordRow, MetricPointRecord, SpanRecord, SpanValues
+from .run_sql import RUN_INDEXES
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
-"""1: spans, metrics, logs. 2: ``received_ms`` on each (added in place to a version 1 file)."""
+SCHEMA_VERSION = 3
+"""1: spans, metrics, logs. 2: ``received_ms`` on each (added in place to a version 1 file).
+3: the partial indexes that find runs (``run_sql.RUN_INDEXES``) and ``receiver_meta``
+(where a running receiver says where its web view is); both added in place."""
 
 RECEIVED_NOW = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
 """SQLite's clock in Unix milliseconds, the ``received_ms`` of a row being stored."""
@@ -97,6 +100,10 @@ CREATE TABLE IF NOT EXISTS logs (
     {_RECEIVED_COLUMN}
 );
 CREATE INDEX IF NOT EXISTS logs_trace ON logs (trace_id);
+CREATE TABLE IF NOT EXISTS receiver_meta (
+    key             TEXT PRIMARY KEY,
+    value           TEXT NOT NULL
+);
 """
 
 
@@ -212,6 +219,7 @@ class Store:
             self._conn.execute("PRAGMA journal_size_limit=67108864")
             self._conn.executescript(_SCHEMA)
             _add_received_column(self._conn)
+            self._conn.executescript(RUN_INDEXES)
             self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             self.max_db_size: int | None = None
             self.set_max_db_size(max_db_size)
@@ -219,6 +227,16 @@ class Store:
             self._conn.close()
             raise
         self._closed = False
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        """Set (or, with ``None``, remove) one ``receiver_meta`` entry."""
+        with self._lock:
+            if value is None:
+                self._conn.execute("DELETE FROM receiver_meta WHERE key = ?", (key,))
+            else:
+                self._conn.execute(
+                    "INSERT INTO receiver_meta (key, value) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
 
     def add_full_listener(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` (in the writing thread, outside the lock) whenever a write is
