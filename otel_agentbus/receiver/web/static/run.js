@@ -146,12 +146,14 @@ function renderSummary(doc) {
   $("s-status").replaceWith(Object.assign(statusBadge(status), { id: "s-status" }));
   const title = run ? (run.agent || run.name || run.run_id) : `Trace ${doc.trace_id}`;
   $("s-title").textContent = title;
+  const service = run ? run.service_name : (doc.spans[0] && doc.spans[0].service_name);
+  $("s-service").textContent = service ? `service ${service}` : "";
   $("crumb").textContent = run ? run.run_id : `trace ${String(doc.trace_id).slice(0, 12)}…`;
   document.title = `${run ? `${title} · ${run.run_id}` : `Trace ${doc.trace_id}`} · otel-agentbus`;
 
   const links = [];
   const traceHref = localHref(doc.links && doc.links.trace);
-  if (run && traceHref) links.push(h("a", { className: "ext-link", href: traceHref }, "Trace link"));
+  if (run && traceHref) links.push(h("a", { className: "ext-link", href: traceHref, title: "A link to this trace" }, "Trace link"));
   links.push(...externalLinks(doc.links));
   $("s-links").replaceChildren(...links);
 
@@ -174,7 +176,6 @@ function renderSummary(doc) {
     facts.push(fact("Decisions", formatCount(run.decisions)));
     facts.push(fact("Problems", formatCount(run.problems),
       run.problems ? { className: "problems" } : null));
-    if (run.service_name) facts.push(fact("Service", run.service_name));
   }
   $("s-facts").replaceChildren(...facts);
 
@@ -507,8 +508,9 @@ function renderDetail(span) {
     : "— (root)";
   facts.append(
     fact("Duration", span.duration_us === null || span.duration_us === undefined ? "running…" : formatUs(span.duration_us)),
-    fact("Starts at", `+${formatUs(span.start_us)}`, { title: span.start_iso || "" }),
-    fact("Start time", span.start_iso || "—", { className: "mono" }),
+    fact("Starts at", [`+${formatUs(span.start_us)}`, span.start_iso
+      ? h("span", { className: "muted" }, ` · ${formatWhen(span.start_iso)}`) : null],
+    { title: span.start_iso || "" }),
     fact("Span id", span.span_id, { className: "mono" }),
     fact("Parent", parent),
   );
