@@ -4,7 +4,7 @@
 import {
   ApiError, config, decorateHeader, externalLinks, formatCount, formatMs, formatUs, formatWhen,
   getJSON, h, kvTable, localHref, operationBadge, operationInfo, reportError, setLive,
-  showMessage, statusBadge, valueText,
+  showMessage, spanOperation, statusBadge, valueText,
 } from "./common.js";
 
 const ROW_HEIGHT = 26; // px; matches --wf-row in app.css
@@ -31,7 +31,9 @@ const view = {
   selected: null,
   detailSeq: 0,
   pollTimer: null,
-  total: 1,
+  total: 1, // µs shown on the time axis
+  receivedAt: 0, // performance.now() when the document came
+  receivedTotal: 1,
 };
 
 // ---------------------------------------------------------------- where we are
@@ -78,6 +80,8 @@ async function load(first) {
     showMessage(null);
     view.etag = answer.etag;
     ingest(answer.body, first);
+  } else if (view.doc && view.doc.in_progress) {
+    tick(); // nothing new stored, but the open spans have grown
   }
   schedule();
 }
@@ -111,6 +115,8 @@ function ingest(doc, first) {
     view.marks.get(item.span_id).push(item);
   }
   view.total = Math.max(Number(doc.duration_us) || 0, 1);
+  view.receivedAt = performance.now();
+  view.receivedTotal = view.total;
   for (const span of spans) {
     const end = (span.start_us || 0) + (span.duration_us ?? 0);
     if (end > view.total) view.total = end;
@@ -130,6 +136,16 @@ function ingest(doc, first) {
       loadDetail(view.selected); // it changed: show the new state
     }
   }
+  renderRows();
+}
+
+/** While a run is open, its running spans end "now": stretch the time axis by the time
+ * passed since the document came. */
+function tick() {
+  view.total = view.receivedTotal + (performance.now() - view.receivedAt) * 1000;
+  renderAxis();
+  const sofar = document.getElementById("s-sofar");
+  if (sofar) sofar.textContent = `${formatUs(view.total)} so far`;
   renderRows();
 }
 
@@ -166,7 +182,8 @@ function renderSummary(doc) {
   if (started) facts.push(fact("Started", formatWhen(started), { title: started }));
   facts.push(fact("Duration", run && run.duration_ms !== null && run.duration_ms !== undefined
     ? formatMs(run.duration_ms)
-    : doc.in_progress ? `${formatUs(doc.duration_us)} so far` : formatUs(doc.duration_us)));
+    : doc.in_progress ? h("span", { id: "s-sofar" }, `${formatUs(doc.duration_us)} so far`)
+      : formatUs(doc.duration_us)));
   facts.push(fact("Spans", formatCount(doc.span_count ?? doc.spans.length)));
   if (run) {
     if (run.input_tokens !== null || run.output_tokens !== null) {
@@ -241,7 +258,8 @@ function spanRow(index, position) {
   const hasChildren = view.childCount[index] > 0;
   const collapsed = view.collapsed.has(span.span_id);
   const isError = span.status === "ERROR";
-  const [, opClass] = operationInfo(span.operation);
+  const operation = spanOperation(span);
+  const [, opClass] = operationInfo(operation);
   const classes = ["wf-row"];
   if (isError) classes.push("is-error");
   if (span.pending) classes.push("is-pending");
@@ -269,7 +287,7 @@ function spanRow(index, position) {
     type: "button", className: "wf-select", title: span.name,
     tabindex: span.span_id === (view.selected || view.spans[view.visible[0]]?.span_id) ? "0" : "-1",
     dataset: { action: "select" },
-  }, operationBadge(span.operation), h("span", { className: "wf-label" }, span.name));
+  }, operationBadge(operation), h("span", { className: "wf-label" }, span.name));
   if (isError) label.append(h("span", { className: "wf-err-icon", title: span.status_message || "error" }, "!"));
   if (span.pending) label.append(h("span", { className: "wf-pending-tag" }, "running"));
   name.append(label);
@@ -489,7 +507,7 @@ function section(title, count, content, open = true) {
 
 function renderDetail(span) {
   const body = [];
-  const chips = h("div", { className: "d-chips" }, operationBadge(span.operation),
+  const chips = h("div", { className: "d-chips" }, operationBadge(spanOperation(span)),
     h("span", { className: `badge badge-span-${String(span.status).toLowerCase()}` }, span.status),
     span.kind ? h("span", { className: "chip" }, span.kind) : null,
     span.pending ? h("span", { className: "badge badge-running" }, "running") : null);
