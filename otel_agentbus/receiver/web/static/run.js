@@ -471,6 +471,9 @@ $("w-collapse").addEventListener("click", () => {
   renderRows();
 });
 $("d-close").addEventListener("click", closeDetail);
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && view.selected && !event.defaultPrevented) closeDetail();
+});
 window.addEventListener("hashchange", () => {
   const wanted = hashSpan();
   if (wanted && wanted !== view.selected && view.byId.has(wanted)) selectSpan(wanted, { updateUrl: false });
