@@ -6,8 +6,9 @@
 Sections (``--only bus,tools``): ``bus`` (throughput against the seed, bubus, pyee and
 blinker, plus latency), ``tools`` (instrumentation overhead per tool call), ``export``
 (spans into the embedded receiver over gRPC), ``memory`` (slow subscriber), ``scaling``
-(cost per event as subscribers and concurrent runs grow) and ``adapters`` (the LangGraph
-adapter's overhead per tool call against OpenInference and Traceloop). Every comparison
+(cost per event as subscribers and concurrent runs grow), ``adapters`` (the LangGraph
+adapter's overhead per tool call against OpenInference and Traceloop) and ``web`` (the web
+view's runs list and waterfall queries on a 100,000-span receiver database). Every comparison
 runs both sides in this run on the same workload, rounds alternating; figures are medians,
 ratios are ours over theirs. Peers that are not installed are skipped (their keys are null).
 """
@@ -30,7 +31,7 @@ from . import adapter_langgraph, tool_calls
 from . import throughput as tp
 from .common import RESULTS, Worker, alternate, importable, median, ratio, run_module
 
-SECTIONS = ("bus", "tools", "export", "memory", "scaling", "adapters")
+SECTIONS = ("bus", "tools", "export", "memory", "scaling", "adapters", "web")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,9 @@ class Mode:
     subscriber_counts: tuple[int, ...]
     run_counts: tuple[int, ...]
     keyed_events: int
+    web_spans: int = 100_000
+    """Spans in the receiver database of the web section (the issue's 100,000 in both
+    modes: the figure is about that size)."""
     adapter_runs: int = 4
     """LangGraph invocations per round of the adapters section (each makes
     ``adapter_langgraph.TOOL_CALLS_PER_RUN`` tool calls)."""
@@ -219,6 +223,20 @@ def adapters_section(mode: Mode, figures: dict[str, Any]) -> None:
             if "ours" in overhead and peer in overhead else None)
 
 
+# --------------------------------------------------------------------------- web
+def web_section(mode: Mode, figures: dict[str, Any]) -> None:
+    log(f"web: the runs list and a 10,000-span waterfall on a {mode.web_spans:,}-span "
+        "receiver database")
+    result = run_module("bench.web_list", "--spans", str(mode.web_spans),
+                        "--rounds", str(mode.rounds))
+    figures["web_runs_list_ms"] = result["list_answer_ms"]
+    figures["web_runs_first_page_ms"] = result["first_page_ms"]
+    figures["web_list_vs_old_whole_list"] = result["list_vs_old_whole_list"]
+    figures["web_trace_10k_spans_ms"] = result["trace_10k_spans_ms"]
+    figures["web_store_indexed_vs_plain"] = result["store_indexed_vs_plain"]
+    figures["details"]["web"] = result
+
+
 # --------------------------------------------------------------------------- export
 EXPORT_RUNS: dict[str, tuple[str, ...]] = {
     "thread": ("--receiver", "thread"),
@@ -365,6 +383,21 @@ def print_table(figures: dict[str, Any]) -> None:
             rows.append((f"LangGraph adapter overhead, ours / {peer}", "",
                          figures.get(f"adapter_langgraph_vs_{peer}"),
                          f"adapter_langgraph_vs_{peer}"))
+    if "web" in details:
+        item = details["web"]
+        rows.append((f"web runs list, {item['spans']:,}-span db: API answer / first page (ms)",
+                     f"{item['list_answer_ms']} / {item['first_page_ms']}", None,
+                     "web_runs_list_ms"))
+        rows.append(("web first page / the old whole-list query "
+                     f"({item['old_whole_list_ms']} ms)", "",
+                     figures.get("web_list_vs_old_whole_list"), "web_list_vs_old_whole_list"))
+        rows.append(("web filtered: agent / status=failed / page 40 / run id search (ms)",
+                     f"{item['agent_filter_ms']} / {item['status_failed_ms']} / "
+                     f"{item['page_40_ms']} / {item['search_run_id_ms']}", None, ""))
+        rows.append(("web waterfall document, 10,000-span trace (ms)",
+                     f"{item['trace_10k_spans_ms']}", None, "web_trace_10k_spans_ms"))
+        rows.append(("storing spans with the run indexes / without", "",
+                     figures.get("web_store_indexed_vs_plain"), "web_store_indexed_vs_plain"))
     if "export" in details:
         rows.append((f"export, {figures['export_burst_spans']:,}-span burst, embedded receiver "
                      "in process (spans/s, lost)",
@@ -438,6 +471,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(scaling_section(mode, figures))
     if "adapters" in sections:
         adapters_section(mode, figures)
+    if "web" in sections:
+        web_section(mode, figures)
     figures["meta"] = {
         "mode": mode.name,
         "rounds": mode.rounds,

@@ -14,12 +14,13 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import signal
 import sqlite3
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -166,6 +167,10 @@ def _add_receiver_parser(subparsers: _Subparsers) -> None:
         help="allow a non-loopback --grpc/--http address without --token",
     )
     p.add_argument(
+        "--no-web", action="store_true",
+        help="do not serve the web view (runs list, trace waterfall) on the HTTP listener")
+    _add_link_options(p)
+    p.add_argument(
         "--retention", type=_duration, default=DEFAULT_RETENTION_S, metavar="AGE",
         help="delete traces, metric points and logs received longer ago than this: 7d, 12h, "
         "30m, 90s or off (default: 7d)",
@@ -197,6 +202,53 @@ def _write_atomically(path: Path, text: str) -> None:
         raise
 
 
+@contextlib.contextmanager
+def _stop_on_signal() -> Iterator[threading.Event]:
+    """An event set by SIGINT or SIGTERM while the block runs (a server's main loop)."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():  # signal() only works there
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _announce(ready: dict[str, Any], ready_file: Path | None) -> None:
+    """The one JSON line a server prints once it listens (and writes to ``ready_file``)."""
+    line = json.dumps(ready)
+    if ready_file is not None:
+        _write_atomically(ready_file, line + "\n")
+    with contextlib.suppress(BrokenPipeError):  # nobody reads stdout: keep serving
+        print(line, flush=True)
+
+
+def _add_link_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--jaeger-url", default=None, metavar="URL",
+        help="link each run to its trace in this Jaeger UI, e.g. http://localhost:16686 "
+        "(default: $OTEL_AGENTBUS_JAEGER_URL)")
+    parser.add_argument(
+        "--grafana-url", default=None, metavar="URL",
+        help="link each run to its trace in this Grafana's Explore (Tempo data source uid "
+        "$OTEL_AGENTBUS_GRAFANA_TEMPO_UID, default tempo), e.g. http://localhost:3000 "
+        "(default: $OTEL_AGENTBUS_GRAFANA_URL)")
+
+
+def _web_links(args: argparse.Namespace) -> Any:
+    """The ``WebLinks`` of ``--jaeger-url``/``--grafana-url`` and the environment;
+    ``ValueError`` for a URL that is not http(s)."""
+    from .receiver.web.links import WebLinks
+
+    return WebLinks.from_env(jaeger_url=args.jaeger_url, grafana_url=args.grafana_url)
+
+
 def _cmd_receiver(args: argparse.Namespace) -> int:
     from .receiver.server import TOKEN_ENV, Receiver
 
@@ -211,44 +263,28 @@ def _cmd_receiver(args: argparse.Namespace) -> int:
             args.db, grpc_addr=args.grpc, http_addr=args.http, token=token,
             max_body=args.max_body, retention=args.retention, max_db_size=args.max_db_size,
             prune_interval=args.prune_interval, tls_cert=args.tls_cert, tls_key=args.tls_key,
-            insecure=args.insecure,
+            insecure=args.insecure, web=not args.no_web, web_links=_web_links(args),
         )
     except ValueError as exc:  # an exposed bind without a token, an unusable certificate
         _error(str(exc))
         return EXIT_USAGE
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous: dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():  # signal() only works there
-        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with _stop_on_signal() as stop:
         try:
             receiver.start()
         except (OSError, RuntimeError, sqlite3.Error) as exc:
             _error(f"cannot start receiver: {exc}")
             return EXIT_FAILURE
         try:
-            line = json.dumps(
-                {
-                    "grpc": receiver.grpc_address,
-                    "http": receiver.http_address,
-                    "db": str(receiver.db_path),
-                }
-            )
-            if args.ready_file is not None:
-                _write_atomically(args.ready_file, line + "\n")
-            with contextlib.suppress(BrokenPipeError):  # nobody reads stdout: keep serving
-                print(line, flush=True)
+            _announce({"grpc": receiver.grpc_address, "http": receiver.http_address,
+                       "web": receiver.web_url, "db": str(receiver.db_path)},
+                      args.ready_file)
+            if receiver.web_url is not None:
+                print(f"otel-agentbus receiver: web view at {receiver.web_url}/runs",
+                      file=sys.stderr, flush=True)
             while not stop.wait(0.5):
                 pass
         finally:
             receiver.stop(grace=args.grace)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     stats = receiver.stats()
     print(
         f"otel-agentbus receiver stopped: {stats.requests} requests "
@@ -278,21 +314,53 @@ def _add_runs_parser(subparsers: _Subparsers) -> None:
     )
     _add_db_option(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_web_url_option(p)
     p.set_defaults(handler=_cmd_runs)
+
+
+def _add_web_url_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--web-url", default=None, metavar="URL",
+        help="base URL of a web view of this database, for the printed links (default: "
+        "$OTEL_AGENTBUS_WEB_URL, else the receiver serving --db, when one is running)")
+
+
+def _web_base(args: argparse.Namespace) -> str | None:
+    from .receiver.web_url import WEB_URL_ENV, recorded_web_url
+
+    given = args.web_url or os.environ.get(WEB_URL_ENV)
+    return given.rstrip("/") if given else recorded_web_url(args.db)
+
+
+def _browse_hint(args: argparse.Namespace, base: str | None, page: str) -> str:
+    """Where to see this in a browser: the page's link, or how to serve one."""
+    if base is not None:
+        return f"web view: {base}{page}"
+    from .demo.runner import cli_command
+    from .receiver.web.server import DEFAULT_WEB_ADDR
+
+    return (f"web view: {cli_command()} web --db {shlex.quote(str(args.db))}, then "
+            f"http://{DEFAULT_WEB_ADDR}{page}")
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:
     from .receiver.queries import list_runs
     from .receiver.render import format_runs, newest_first
+    from .receiver.web_url import run_link
 
     try:
         runs = list_runs(args.db)
     except (OSError, ValueError, sqlite3.Error) as exc:
         return _query_error(exc)
+    base = _web_base(args)
     if args.json:
-        print(json.dumps({"runs": [run.to_dict() for run in newest_first(runs)]}, indent=2))
+        rows = [{**run.to_dict(), "url": None if base is None else run_link(base, run.run_id)}
+                for run in newest_first(runs)]
+        print(json.dumps({"runs": rows}, indent=2))
     else:
         print(format_runs(runs))
+        if runs:
+            print(f"\n{_browse_hint(args, base, '/runs')}  (one run: /runs/<RUN ID>)")
     return 0
 
 
@@ -313,12 +381,14 @@ def _add_trace_parser(subparsers: _Subparsers) -> None:
         help="show every span attribute, not only gen_ai.*/agentbus.*/error.*, values "
         "whole and long lines wrapped (by default they are cut at 100 columns)",
     )
+    _add_web_url_option(p)
     p.set_defaults(handler=_cmd_trace)
 
 
 def _cmd_trace(args: argparse.Namespace) -> int:
     from .receiver.queries import get_trace, resolve_trace_id
     from .receiver.render import format_trace, trace_json_chunks
+    from .receiver.web_url import trace_link
 
     try:
         tree = get_trace(args.db, resolve_trace_id(args.db, args.trace_id))
@@ -329,6 +399,69 @@ def _cmd_trace(args: argparse.Namespace) -> int:
         print()
     else:
         print(format_trace(tree, all_attributes=args.all_attributes))
+        base = _web_base(args)
+        if base is not None:
+            print(f"\nweb view: {trace_link(base, tree.trace_id)}")
+    return 0
+
+
+# ---- web ------------------------------------------------------------------------
+
+
+def _add_web_parser(subparsers: _Subparsers) -> None:
+    from .receiver.web.server import DEFAULT_WEB_ADDR
+
+    p = subparsers.add_parser(
+        "web", help="serve the web view (runs list, trace waterfall) of a receiver database",
+        description="Serve the read-only web view of a receiver database until SIGINT/"
+        "SIGTERM: the runs list at /runs, a run at /runs/<run id>, a trace at "
+        "/traces/<trace id>. A running receiver serves the same view on its HTTP listener; "
+        "this is for a database nobody serves (the demo's, a copy). Prints one JSON line "
+        "with the URL once listening.",
+    )
+    _add_db_option(p)
+    p.add_argument("--listen", type=_address, default=DEFAULT_WEB_ADDR, metavar="HOST:PORT",
+                   help="address to serve on (port 0 picks a free port)")
+    p.add_argument("--token", default=None,
+                   help="require this token (a login form, or 'Authorization: Bearer "
+                   "TOKEN') (default: $OTEL_AGENTBUS_RECEIVER_TOKEN)")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow a non-loopback --listen address without --token")
+    p.add_argument("--ready-file", type=Path, default=None,
+                   help="also write the ready JSON line here")
+    _add_link_options(p)
+    p.set_defaults(handler=_cmd_web)
+
+
+def _cmd_web(args: argparse.Namespace) -> int:
+    from .receiver.server import TOKEN_ENV, split_host_port
+    from .receiver.tls import check_exposure
+    from .receiver.web.server import WebServer
+
+    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
+    host, port = split_host_port(args.listen)
+    try:
+        check_exposure([args.listen], [host], token or None, args.insecure)
+        server = WebServer(args.db, (host, port), token=token, links=_web_links(args))
+    except FileNotFoundError as exc:
+        return _query_error(exc)
+    except ValueError as exc:  # exposed without a token, a foreign file, a bad link URL
+        _error(str(exc))
+        return EXIT_USAGE
+    except (OSError, sqlite3.Error) as exc:  # the port is taken, the file unreadable
+        _error(f"cannot serve the web view: {exc}")
+        return EXIT_FAILURE
+    with _stop_on_signal() as stop:
+        server.start()
+        try:
+            _announce({"web": server.url, "db": str(Path(args.db).absolute())},
+                      args.ready_file)
+            print(f"otel-agentbus web: {server.url}/runs (Ctrl-C to stop)", file=sys.stderr,
+                  flush=True)
+            while not stop.wait(0.5):
+                pass
+        finally:
+            server.stop()
     return 0
 
 
@@ -349,6 +482,8 @@ def _positive_seconds(text: str) -> float:
 
 
 def _add_demo_parser(subparsers: _Subparsers) -> None:
+    from .receiver.web.server import DEFAULT_WEB_ADDR
+
     p = subparsers.add_parser(
         "demo",
         help="run a few simulated agents through the bus and export their traces over OTLP",
@@ -387,6 +522,11 @@ def _add_demo_parser(subparsers: _Subparsers) -> None:
         "unconfirmed, not lost",
     )
     p.add_argument("--json", action="store_true", help="print only a JSON summary on stdout")
+    p.add_argument(
+        "--serve", nargs="?", const=DEFAULT_WEB_ADDR, default=None, type=_address,
+        metavar="HOST:PORT",
+        help=f"after the demo, serve its runs in the web view (default address "
+        f"{DEFAULT_WEB_ADDR}) until Ctrl-C; embedded receiver only")
     p.set_defaults(handler=_cmd_demo)
 
 
@@ -395,6 +535,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo.runner import DEFAULT_FLUSH_TIMEOUT_S
 
     if args.db is not None and not _check_db_for_writing(args.db):
+        return EXIT_USAGE
+    if args.serve is not None and args.otlp_endpoint is not None:
+        _error("--serve shows the embedded receiver's runs; it cannot be used with "
+               "--otlp-endpoint")
         return EXIT_USAGE
     flush_timeout = args.flush_timeout or DEFAULT_FLUSH_TIMEOUT_S
     try:
@@ -428,7 +572,37 @@ def _cmd_demo(args: argparse.Namespace) -> int:
               f"{report.endpoint} but not acknowledged (within {flush_timeout:g}s, or the "
               "exporter's own timeout); not counted as lost (--flush-timeout and "
               "OTEL_EXPORTER_OTLP_TIMEOUT wait longer)", file=sys.stderr, flush=True)
-    return 0 if report.ok else EXIT_FAILURE
+    code = 0 if report.ok else EXIT_FAILURE
+    if args.serve is not None and report.db is not None:
+        return _serve_demo(report, args.serve) or code
+    return code
+
+
+def _serve_demo(report: Any, address: str) -> int:
+    """Serve the demo's database in the web view until SIGINT/SIGTERM; 0, or the exit
+    code of a failure to start."""
+    from .demo.runner import showcase_run
+    from .receiver.server import split_host_port
+    from .receiver.web.server import WebServer
+    from .receiver.web_url import run_link
+
+    try:
+        server = WebServer(report.db, split_host_port(address))
+    except OSError as exc:
+        _error(f"cannot serve the web view on {address}: {exc}")
+        return EXIT_FAILURE
+    run = showcase_run(report)
+    with _stop_on_signal() as stop:
+        server.start()
+        try:
+            page = run_link(server.url, run.run_id) if run is not None else server.url + "/runs"
+            print(f"\nWeb view: {server.url}/runs  (this run: {page}); Ctrl-C to stop",
+                  flush=True)
+            while not stop.wait(0.5):
+                pass
+        finally:
+            server.stop()
+    return 0
 
 
 # ---- entry point ----------------------------------------------------------------
@@ -437,6 +611,7 @@ _PARSER_ADDERS: list[Callable[[_Subparsers], None]] = [
     _add_receiver_parser,
     _add_runs_parser,
     _add_trace_parser,
+    _add_web_parser,
     _add_demo_parser,
 ]
 

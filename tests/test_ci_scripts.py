@@ -1,7 +1,8 @@
 """The set-up scripts (issue 15): ``.ci/demo`` installs only when pyproject.toml changed,
 and ``.ci/prometheus`` / ``.ci/chromium`` install their Debian package without a prompt
-(apt-get update first), unless they cannot or are told not to. pip and apt-get are stand-ins that log their arguments: the real ones would take
-minutes, need root and change the machine."""
+(apt-get update first), unless they cannot or are told not to. pip and apt-get are
+stand-ins that log their arguments: the real ones would take minutes, need root and change
+the machine."""
 
 from __future__ import annotations
 

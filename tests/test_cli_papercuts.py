@@ -266,8 +266,10 @@ def test_demo_suggestions_run_without_the_venv_on_path(tmp_path: Path) -> None:
     demo = _cli("demo", "--runs", "3", "--db", str(db), env=env, cwd=REPO_ROOT)
     assert demo.returncode == 0, demo.stderr
     tail = demo.stdout.split("Explore it again:", 1)[1].strip().splitlines()
-    assert len(tail) == 2, demo.stdout
-    runs_line, trace_line = (line.strip() for line in tail)
+    assert len(tail) == 4, demo.stdout
+    runs_line, trace_line, web_line = (line.strip() for line in tail[:3])
+    # The web view's command serves until stopped: tests/test_web_cli.py runs it.
+    assert web_line.split("    # then open ")[0].endswith(f"web --db {db}"), web_line
     listed = subprocess.run(["bash", "-c", runs_line], capture_output=True, text=True,
                             env=env, cwd=REPO_ROOT, timeout=TIMEOUT)
     assert listed.returncode == 0, (runs_line, listed.stderr)

@@ -168,10 +168,11 @@ def _run_shaped_trace(provider: TracerProvider) -> tuple[str, str, str]:
 
 
 def test_ready_line_and_private_db(receiver: ReceiverProcess) -> None:
-    assert set(receiver.ready) == {"grpc", "http", "db"}
+    assert set(receiver.ready) == {"grpc", "http", "web", "db"}
     for key in ("grpc", "http"):
         host, port = receiver.ready[key].rsplit(":", 1)
         assert host == "127.0.0.1" and int(port) > 0
+    assert receiver.ready["web"] == f"http://{receiver.ready['http']}"  # the web view
     assert Path(receiver.ready["db"]) == receiver.db
     assert stat.S_IMODE(receiver.db.stat().st_mode) == 0o600
 

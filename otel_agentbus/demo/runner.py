@@ -372,6 +372,9 @@ def showcase_run(report: DemoReport) -> DemoRun | None:
 
 
 def format_report(report: DemoReport) -> str:
+    from ..receiver.web.server import DEFAULT_WEB_ADDR
+    from ..receiver.web_url import run_link
+
     """The demo's stdout in text mode: runs table, one span tree, summary, next steps."""
     lines: list[str] = []
     table = format_runs([run.as_row() for run in report.runs])
@@ -403,6 +406,10 @@ def format_report(report: DemoReport) -> str:
         lines += ["", "Explore it again:", f"  {cli} runs --db {db}"]
         if run is not None:
             lines.append(f"  {cli} trace {run.run_id} --db {db}")
+        page = run_link(f"http://{DEFAULT_WEB_ADDR}", run.run_id) if run is not None else (
+            f"http://{DEFAULT_WEB_ADDR}/runs")
+        lines += [f"  {cli} web --db {db}    # then open {page}",
+                  "  (or run the demo with --serve to open it right away)"]
     return "\n".join(lines)
 
 

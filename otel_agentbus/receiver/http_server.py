@@ -30,11 +30,13 @@ from .tls import TLSFiles
 log = logging.getLogger(__name__)
 
 _BACKLOG: Final = 1024
+LOGIN_PATH: Final = "/login"
+"""The web view's one POST route (it trades the token for a session cookie)."""
 _STORE_THREADS: Final = 4
 _RESERVED_FDS: Final = 64
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind_listener(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -73,18 +75,27 @@ def _loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) ->
 
 
 class _Listener:
-    """One listener, two applications: ``/v1/*`` is OTLP's, every other path the web
-    view's (when there is one; else OTLP answers 404 as before)."""
+    """One listener, two applications. The web view gets what a browser sends it: GET and
+    HEAD outside ``/v1/``, and its login form; everything else is OTLP's, which answers
+    an unknown path or method as the OTLP spec asks (404/405 with a ``google.rpc.Status``),
+    with or without the web view."""
 
     def __init__(self, otlp: OTLPHTTPApp, web: ASGIApp | None) -> None:
         self.otlp = otlp
         self.web = web
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.web is not None and not str(scope.get("path", "")).startswith("/v1/"):
+        if self.web is not None and _for_web(scope):
             await self.web(scope, receive, send)
         else:
             await self.otlp(scope, receive, send)
+
+
+def _for_web(scope: Scope) -> bool:
+    path, method = str(scope.get("path", "")), scope.get("method", "")
+    if method in ("GET", "HEAD"):
+        return not path.startswith("/v1/")
+    return method == "POST" and path == LOGIN_PATH
 
 
 class OTLPHTTPServer:
@@ -102,7 +113,7 @@ class OTLPHTTPServer:
         web: ASGIApp | None = None,
     ) -> None:
         self.limits = connection_cap(limits or HTTPLimits())
-        self._socket = _bind(*address)
+        self._socket = bind_listener(*address)
         self.server_address: tuple[str, int] = self._socket.getsockname()[:2]
         self._executor = ThreadPoolExecutor(_STORE_THREADS, thread_name_prefix="otlp-http")
         self.app = OTLPHTTPApp(ingest, token=token, max_body=max_body, limits=self.limits,
