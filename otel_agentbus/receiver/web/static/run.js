@@ -339,6 +339,10 @@ function renderRows() {
   for (let position = first; position < last; position += 1) {
     fragment.append(spanRow(view.visible[position], position));
   }
+  if (!fragment.querySelector(".wf-select[tabindex='0']")) {
+    // The selected row is scrolled away: keep the tree reachable with Tab.
+    fragment.querySelector(".wf-select")?.setAttribute("tabindex", "0");
+  }
   rowsBox.replaceChildren(fragment);
   rowsBox.dataset.rendered = String(last - first);
   rowsBox.dataset.visible = String(count);
