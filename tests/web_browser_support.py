@@ -57,7 +57,7 @@ def require_browser() -> str:
         problems.append(f"no Chromium at {CHROMIUM} (apt-get install chromium, as .ci/chromium "
                         "does)")
     if problems:
-        message = "browser tests need " + "; ".join(problems)
+        message = "no browser for the web view's tests: " + "; ".join(problems)
         if is_ci():
             pytest.fail(f"{message}; CI=true, so they may not be skipped")
         pytest.skip(message)
