@@ -14,8 +14,10 @@ import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 import pytest
 from opentelemetry import trace
@@ -40,6 +42,7 @@ from web_browser_support import (
 
 from otel_agentbus.demo import run_demo
 from otel_agentbus.receiver import Receiver, RunRow, get_trace, list_runs
+from otel_agentbus.receiver.web.links import WebLinks
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright
@@ -49,6 +52,8 @@ pytestmark = pytest.mark.timeout(90)
 CANARY_TOOL = "<script>window.__pwned=1</script>"
 CANARY_ATTRIBUTE = '<img src=x onerror="window.__pwned=2">'
 CANARY_AGENT = "<svg onload=window.__pwned=3>"
+DEMO_RUNS = 10
+PAGE = 4
 BIG_SPANS = 10_000
 TOKEN = "web-test-token-5f1c"
 
@@ -85,9 +90,9 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 
 @pytest.fixture(scope="module")
 def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A database holding the demo's four runs (completed, failed, cancelled)."""
+    """A database holding the demo's ten runs (completed, failed, cancelled)."""
     db = tmp_path_factory.mktemp("web-demo") / "demo.db"
-    report = in_thread(run_demo, 4, 7, db=db)
+    report = in_thread(run_demo, DEMO_RUNS, 7, db=db)
     assert report.ok, report.export_summary()
     return db
 
@@ -150,7 +155,7 @@ def live_tab(browser: Browser, live_receiver: Receiver) -> Iterator[Tab]:
 
 
 def _tab(browser: Browser, receiver: Receiver) -> Iterator[Tab]:
-    context = browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
+    context = browser.new_context(viewport=VIEWPORT)
     context.set_default_timeout(10_000)
     context.add_init_script(CSP_WATCH)
     page = context.new_page()
@@ -230,6 +235,19 @@ def test_filter_by_agent_and_status_keeps_the_url(tab: Tab, demo_db: Path) -> No
     assert _row_ids(tab.page) == [run.run_id for run in runs if run.status == "failed"]
     assert tab.page.locator("#f-status").input_value() == "failed"
 
+    # Time: the demo ran a moment ago, so the last 15 minutes hold every run, and runs
+    # started after a future time are none.
+    tab.open("/runs")
+    _wait_rows(tab.page)
+    tab.page.select_option("#f-range", "15m")
+    tab.page.wait_for_url(re.compile(r"[?&]range=15m"))
+    tab.page.wait_for_function("n => document.querySelectorAll('.run-row').length === n",
+                               arg=len(runs))
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).isoformat(timespec="seconds")
+    tab.open(f"/runs?since={quote(tomorrow)}")
+    tab.page.wait_for_selector("#empty:not([hidden])")
+    assert tab.page.locator(".run-row").count() == 0
+
 
 def test_find_by_run_id(tab: Tab, demo_db: Path) -> None:
     wanted = _run(demo_db, "cancelled")
@@ -250,21 +268,28 @@ def test_find_by_run_id(tab: Tab, demo_db: Path) -> None:
 def test_pagination_walks_every_run_once(tab: Tab, demo_db: Path) -> None:
     newest_first = [run.run_id for run in
                     sorted(list_runs(demo_db), key=lambda r: r.start_ns, reverse=True)]
-    tab.open("/runs?limit=3")
+    assert len(newest_first) == DEMO_RUNS
+    tab.open(f"/runs?limit={PAGE}")
     _wait_rows(tab.page)
-    first_page = _row_ids(tab.page)
-    assert first_page == newest_first[:3]
     assert tab.page.locator("#p-newer").is_disabled()
-    tab.page.click("#p-older")
-    tab.page.wait_for_url(re.compile(r"before="))
-    tab.page.wait_for_function("ids => !ids.includes(document.querySelector('.run-row')"
-                               "?.dataset.runId)", arg=first_page)
-    assert _row_ids(tab.page) == newest_first[3:]
-    assert tab.page.locator("#p-older").is_disabled()
-    tab.page.click("#p-newer")
+    pages = [_row_ids(tab.page)]
+    while tab.page.locator("#p-older").is_enabled():
+        tab.page.click("#p-older")
+        tab.page.wait_for_function("id => document.querySelector('.run-row')?.dataset.runId "
+                                   "!== id", arg=pages[-1][0])
+        assert "before=" in tab.page.url and f"limit={PAGE}" in tab.page.url
+        pages.append(_row_ids(tab.page))
+    assert [len(page) for page in pages] == [4, 4, 2]
+    assert [run_id for page in pages for run_id in page] == newest_first
+
+    tab.page.click("#p-newer")  # back one page, then to the newest
     tab.page.wait_for_function("id => document.querySelector('.run-row')?.dataset.runId === id",
-                               arg=first_page[0])
-    assert _row_ids(tab.page) == first_page
+                               arg=pages[1][0])
+    assert _row_ids(tab.page) == pages[1]
+    tab.page.click("#p-newest")
+    tab.page.wait_for_function("id => document.querySelector('.run-row')?.dataset.runId === id",
+                               arg=pages[0][0])
+    assert "before=" not in tab.page.url
 
 
 # ---------------------------------------------------------------- the run page
@@ -533,6 +558,33 @@ def test_a_ten_thousand_span_trace_renders(live_tab: Tab, live_receiver: Receive
     assert page.locator(".wf-row").first.get_attribute("aria-level") == "1"
 
 
+def test_jaeger_and_grafana_links_when_configured(browser: Browser, demo_db: Path,
+                                                  tmp_path: Path) -> None:
+    db = tmp_path / "links.db"
+    shutil.copy(demo_db, db)
+    run = _run(db, "failed")
+    links = WebLinks(jaeger_url="http://jaeger.example:16686",
+                     grafana_url="http://grafana.example:3000")
+    with web_receiver(db, links=links) as linked:
+        context = browser.new_context(viewport=VIEWPORT)
+        try:
+            page = context.new_page()
+            page.goto(f"{linked.http_endpoint}/runs/{run.run_id}")
+            _wait_trace(page)
+            hrefs = page.locator("#s-links a.ext-link[target=_blank]").evaluate_all(
+                "links => links.map(a => [a.textContent, a.href])")
+            assert [text for text, _ in hrefs] == ["Jaeger ↗", "Grafana ↗"]
+            assert hrefs[0][1].startswith("http://jaeger.example:16686/")
+            assert hrefs[1][1].startswith("http://grafana.example:3000/")
+            assert all(run.trace_id in href for _, href in hrefs)
+            page.goto(f"{linked.http_endpoint}/runs")
+            _wait_rows(page)
+            row = page.locator(f".run-row[data-run-id='{run.run_id}']")
+            assert row.locator("a.ext-link").count() == 2
+        finally:
+            context.close()
+
+
 # ---------------------------------------------------------------- auth
 
 
@@ -542,7 +594,7 @@ def test_with_a_token_the_login_page_leads_to_the_list(
     db = tmp_path / "auth.db"
     shutil.copy(demo_db, db)
     with web_receiver(db, token=TOKEN) as guarded:
-        context = browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
+        context = browser.new_context(viewport=VIEWPORT)
         try:
             page = context.new_page()
             answer = page.goto(guarded.http_endpoint + "/runs?status=failed")

@@ -17,13 +17,17 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import pytest
 
 from otel_agentbus import Event, EventBus, Scope, configure
 from otel_agentbus.receiver import Receiver, list_runs
+from otel_agentbus.receiver.web.links import WebLinks
 from otel_agentbus.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from playwright.sync_api import ViewportSize
 
 CHROMIUM: Final = "/usr/bin/chromium"
 """Debian's chromium package; .ci/chromium installs it in CI."""
@@ -31,7 +35,7 @@ CHROMIUM_ARGS: Final = ["--no-sandbox", "--disable-gpu", "--disable-background-n
                         "--disable-component-update", "--disable-sync", "--no-first-run",
                         "--disable-quic"]
 SCREENSHOTS_ENV: Final = "AGENTBUS_WEB_SCREENSHOTS"
-VIEWPORT: Final = {"width": 1280, "height": 800}
+VIEWPORT: Final[ViewportSize] = {"width": 1280, "height": 800}
 
 _T = TypeVar("_T")
 
@@ -53,7 +57,7 @@ def require_browser() -> str:
         problems.append(f"no Chromium at {CHROMIUM} (apt-get install chromium, as .ci/chromium "
                         "does)")
     if problems:
-        message = "browser tests need " + "; ".join(problems)
+        message = "no browser for the web view's tests: " + "; ".join(problems)
         if is_ci():
             pytest.fail(f"{message}; CI=true, so they may not be skipped")
         pytest.skip(message)
@@ -68,9 +72,10 @@ def in_thread(function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
 
 
 @contextmanager
-def web_receiver(db: Path, token: str | None = None) -> Iterator[Receiver]:
+def web_receiver(db: Path, token: str | None = None,
+                 links: WebLinks | None = None) -> Iterator[Receiver]:
     """A receiver serving the web view over ``db``."""
-    receiver = Receiver(db, token=token).start()
+    receiver = Receiver(db, token=token, web_links=links).start()
     try:
         yield receiver
     finally:
@@ -153,5 +158,5 @@ class LiveBus:
         assert self.telemetry.force_flush(10), "the spans did not reach the receiver"
 
 
-def event(kind: str, payload: dict[str, Any] | None = None, **scope: Any) -> Event:
+def event(kind: str, payload: dict[str, Any] | None = None, /, **scope: str) -> Event:
     return Event(kind, payload, scope=Scope(**scope))

@@ -155,10 +155,19 @@ const OPERATIONS = {
   create_agent: ["agent", "op-agent"],
 };
 
+/** A span's operation: its gen_ai.operation.name, else the first word of a GenAI-style
+ * name ("invoke_agent planner"), as on the pending record that stands in for a run. */
+export function spanOperation(span) {
+  if (span.operation) return span.operation;
+  const first = String(span.name || "").split(" ", 1)[0];
+  return Object.hasOwn(OPERATIONS, first) ? first : null;
+}
+
 /** The operation's short label and CSS class (bar colour). */
 export function operationInfo(operation) {
   if (!operation) return ["", "op-none"];
-  return OPERATIONS[operation] || [operation.slice(0, 8), "op-other"];
+  return Object.hasOwn(OPERATIONS, operation) ? OPERATIONS[operation]
+    : [String(operation).slice(0, 8), "op-other"];
 }
 
 export function operationBadge(operation) {

@@ -4,7 +4,7 @@
 import {
   ApiError, config, decorateHeader, externalLinks, formatCount, formatMs, formatUs, formatWhen,
   getJSON, h, kvTable, localHref, operationBadge, operationInfo, reportError, setLive,
-  showMessage, statusBadge, valueText,
+  showMessage, spanOperation, statusBadge, valueText,
 } from "./common.js";
 
 const ROW_HEIGHT = 26; // px; matches --wf-row in app.css
@@ -31,7 +31,9 @@ const view = {
   selected: null,
   detailSeq: 0,
   pollTimer: null,
-  total: 1,
+  total: 1, // µs shown on the time axis
+  receivedAt: 0, // performance.now() when the document came
+  receivedTotal: 1,
 };
 
 // ---------------------------------------------------------------- where we are
@@ -78,6 +80,8 @@ async function load(first) {
     showMessage(null);
     view.etag = answer.etag;
     ingest(answer.body, first);
+  } else if (view.doc && view.doc.in_progress) {
+    tick(); // nothing new stored, but the open spans have grown
   }
   schedule();
 }
@@ -111,6 +115,8 @@ function ingest(doc, first) {
     view.marks.get(item.span_id).push(item);
   }
   view.total = Math.max(Number(doc.duration_us) || 0, 1);
+  view.receivedAt = performance.now();
+  view.receivedTotal = view.total;
   for (const span of spans) {
     const end = (span.start_us || 0) + (span.duration_us ?? 0);
     if (end > view.total) view.total = end;
@@ -133,6 +139,16 @@ function ingest(doc, first) {
   renderRows();
 }
 
+/** While a run is open, its running spans end "now": stretch the time axis by the time
+ * passed since the document came. */
+function tick() {
+  view.total = view.receivedTotal + (performance.now() - view.receivedAt) * 1000;
+  renderAxis();
+  const sofar = document.getElementById("s-sofar");
+  if (sofar) sofar.textContent = `${formatUs(view.total)} so far`;
+  renderRows();
+}
+
 // ---------------------------------------------------------------- summary
 
 function fact(label, value, extra) {
@@ -146,12 +162,14 @@ function renderSummary(doc) {
   $("s-status").replaceWith(Object.assign(statusBadge(status), { id: "s-status" }));
   const title = run ? (run.agent || run.name || run.run_id) : `Trace ${doc.trace_id}`;
   $("s-title").textContent = title;
+  const service = run ? run.service_name : (doc.spans[0] && doc.spans[0].service_name);
+  $("s-service").textContent = service ? `service ${service}` : "";
   $("crumb").textContent = run ? run.run_id : `trace ${String(doc.trace_id).slice(0, 12)}…`;
   document.title = `${run ? `${title} · ${run.run_id}` : `Trace ${doc.trace_id}`} · otel-agentbus`;
 
   const links = [];
   const traceHref = localHref(doc.links && doc.links.trace);
-  if (run && traceHref) links.push(h("a", { className: "ext-link", href: traceHref }, "Trace link"));
+  if (run && traceHref) links.push(h("a", { className: "ext-link", href: traceHref, title: "A link to this trace" }, "Trace link"));
   links.push(...externalLinks(doc.links));
   $("s-links").replaceChildren(...links);
 
@@ -164,7 +182,8 @@ function renderSummary(doc) {
   if (started) facts.push(fact("Started", formatWhen(started), { title: started }));
   facts.push(fact("Duration", run && run.duration_ms !== null && run.duration_ms !== undefined
     ? formatMs(run.duration_ms)
-    : doc.in_progress ? `${formatUs(doc.duration_us)} so far` : formatUs(doc.duration_us)));
+    : doc.in_progress ? h("span", { id: "s-sofar" }, `${formatUs(doc.duration_us)} so far`)
+      : formatUs(doc.duration_us)));
   facts.push(fact("Spans", formatCount(doc.span_count ?? doc.spans.length)));
   if (run) {
     if (run.input_tokens !== null || run.output_tokens !== null) {
@@ -174,7 +193,6 @@ function renderSummary(doc) {
     facts.push(fact("Decisions", formatCount(run.decisions)));
     facts.push(fact("Problems", formatCount(run.problems),
       run.problems ? { className: "problems" } : null));
-    if (run.service_name) facts.push(fact("Service", run.service_name));
   }
   $("s-facts").replaceChildren(...facts);
 
@@ -240,7 +258,8 @@ function spanRow(index, position) {
   const hasChildren = view.childCount[index] > 0;
   const collapsed = view.collapsed.has(span.span_id);
   const isError = span.status === "ERROR";
-  const [, opClass] = operationInfo(span.operation);
+  const operation = spanOperation(span);
+  const [, opClass] = operationInfo(operation);
   const classes = ["wf-row"];
   if (isError) classes.push("is-error");
   if (span.pending) classes.push("is-pending");
@@ -268,7 +287,7 @@ function spanRow(index, position) {
     type: "button", className: "wf-select", title: span.name,
     tabindex: span.span_id === (view.selected || view.spans[view.visible[0]]?.span_id) ? "0" : "-1",
     dataset: { action: "select" },
-  }, operationBadge(span.operation), h("span", { className: "wf-label" }, span.name));
+  }, operationBadge(operation), h("span", { className: "wf-label" }, span.name));
   if (isError) label.append(h("span", { className: "wf-err-icon", title: span.status_message || "error" }, "!"));
   if (span.pending) label.append(h("span", { className: "wf-pending-tag" }, "running"));
   name.append(label);
@@ -319,6 +338,10 @@ function renderRows() {
   const fragment = document.createDocumentFragment();
   for (let position = first; position < last; position += 1) {
     fragment.append(spanRow(view.visible[position], position));
+  }
+  if (!fragment.querySelector(".wf-select[tabindex='0']")) {
+    // The selected row is scrolled away: keep the tree reachable with Tab.
+    fragment.querySelector(".wf-select")?.setAttribute("tabindex", "0");
   }
   rowsBox.replaceChildren(fragment);
   rowsBox.dataset.rendered = String(last - first);
@@ -452,6 +475,9 @@ $("w-collapse").addEventListener("click", () => {
   renderRows();
 });
 $("d-close").addEventListener("click", closeDetail);
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && view.selected && !event.defaultPrevented) closeDetail();
+});
 window.addEventListener("hashchange", () => {
   const wanted = hashSpan();
   if (wanted && wanted !== view.selected && view.byId.has(wanted)) selectSpan(wanted, { updateUrl: false });
@@ -488,7 +514,7 @@ function section(title, count, content, open = true) {
 
 function renderDetail(span) {
   const body = [];
-  const chips = h("div", { className: "d-chips" }, operationBadge(span.operation),
+  const chips = h("div", { className: "d-chips" }, operationBadge(spanOperation(span)),
     h("span", { className: `badge badge-span-${String(span.status).toLowerCase()}` }, span.status),
     span.kind ? h("span", { className: "chip" }, span.kind) : null,
     span.pending ? h("span", { className: "badge badge-running" }, "running") : null);
@@ -507,8 +533,9 @@ function renderDetail(span) {
     : "— (root)";
   facts.append(
     fact("Duration", span.duration_us === null || span.duration_us === undefined ? "running…" : formatUs(span.duration_us)),
-    fact("Starts at", `+${formatUs(span.start_us)}`, { title: span.start_iso || "" }),
-    fact("Start time", span.start_iso || "—", { className: "mono" }),
+    fact("Starts at", [`+${formatUs(span.start_us)}`, span.start_iso
+      ? h("span", { className: "muted" }, ` · ${formatWhen(span.start_iso)}`) : null],
+    { title: span.start_iso || "" }),
     fact("Span id", span.span_id, { className: "mono" }),
     fact("Parent", parent),
   );

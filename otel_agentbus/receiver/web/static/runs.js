@@ -89,10 +89,9 @@ function runRow(run) {
   h("td", { className: "num" }, formatCount(run.tool_calls)),
   h("td", { className: "num" }, formatCount(run.decisions)),
   h("td", { className: run.problems ? "num problems" : "num" }, formatCount(run.problems)),
-  h("td", { className: "num" }, formatCount(run.span_count)),
   h("td", { className: "trace-cell" },
     h("a", { className: "mono trace-link", href: traceHref, title: run.trace_id },
-      String(run.trace_id).slice(0, 12) + "…"),
+      String(run.trace_id).slice(0, 8) + "…"),
     ...externalLinks(run.links)));
   // A click anywhere on the row opens the run (the link itself stays the keyboard target).
   row.addEventListener("click", (event) => {
