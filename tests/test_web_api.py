@@ -135,7 +135,7 @@ def test_pages_cover_every_run_once(receiver: Receiver) -> None:
 @pytest.mark.parametrize(("query", "named"), [
     ("limit=0", "limit"), ("limit=many", "limit"), ("limit=501", "limit"),
     ("since=yesterday", "since"), ("until=12:00", "until"), ("before=xyz", "before"),
-    ("q=ab", "q"),
+    ("q=ab", "q"), ("since=2999-01-01T00:00:00Z", "since"), ("until=99999999999999999999", "until"),
 ])
 def test_bad_parameters_are_named(receiver: Receiver, query: str, named: str) -> None:
     status, body = get_json(f"{receiver.http_endpoint}/api/runs?{query}")

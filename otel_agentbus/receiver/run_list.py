@@ -32,6 +32,8 @@ from .run_sql import AGENT, RUN_ID, RUN_STATUS, attribute, run_spans_sql
 
 MAX_LIMIT: Final = 500
 DEFAULT_LIMIT: Final = 50
+MAX_NS: Final = 2**63 - 1
+"""The latest time SQLite's 64-bit integers (and OTLP's nanoseconds) can hold."""
 MIN_SEARCH: Final = 4
 """A run id or trace id search needs this many characters (fewer match almost anything)."""
 LLM_OPERATIONS: Final = (OP_CHAT, "text_completion", "generate_content")
@@ -58,6 +60,10 @@ class RunQuery:
     def __post_init__(self) -> None:
         if not 1 <= self.limit <= MAX_LIMIT:
             raise BadRunQuery(f"limit must be between 1 and {MAX_LIMIT}, got {self.limit}")
+        for name, value in (("since", self.since_ns), ("until", self.until_ns)):
+            if value is not None and not 0 <= value <= MAX_NS:
+                raise BadRunQuery(f"{name}: out of range (from 1970 to 2262, as "
+                                  "nanoseconds since the epoch fit 64 bits)")
         if self.search is not None and len(self.search.strip()) < MIN_SEARCH:
             raise BadRunQuery(f"q: give at least {MIN_SEARCH} characters of a run id or "
                               "trace id")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -25,6 +25,8 @@ from ..run_list import (
 )
 from .links import WebLinks
 from .trace_view import span_detail, trace_document
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class NotFound(LookupError):
@@ -44,7 +46,7 @@ def parse_time(value: str, name: str) -> int:
                           f"nanoseconds since the epoch, got {value[:40]!r}") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1_000_000) * 1000
+    return (moment - EPOCH) // timedelta(microseconds=1) * 1000
 
 
 def run_query(params: Mapping[str, str]) -> RunQuery:
