@@ -81,7 +81,7 @@ def fake_path(tmp_path: Path) -> tuple[Path, Path]:
     neither promtool nor chromium."""
     bin_dir, log = tmp_path / "bin", tmp_path / "apt.log"
     bin_dir.mkdir()
-    for tool in ("id", "env", "tr", "true", "dirname"):
+    for tool in ("id", "env", "tr", "true", "dirname", "mktemp", "cat", "rm"):
         real = shutil.which(tool)
         assert real is not None
         (bin_dir / tool).symlink_to(real)
