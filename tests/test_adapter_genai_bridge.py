@@ -204,9 +204,15 @@ async def test_a_new_provider_never_gets_a_collected_providers_bridge() -> None:
     # provider must still get a bridge registered on itself, and the old ones go away.
     run = {sc.GEN_AI_OPERATION_NAME: "invoke_agent", sc.GEN_AI_AGENT_NAME: "courier"}
     seen_ids: set[int] = set()
+    reused = 0
     gone: list[weakref.ref[TracerProvider]] = []
-    for _ in range(20):
+    # Until an id has come back a few times (whether the allocator hands the same memory
+    # back at once depends on what else was allocated meanwhile, so the count varies).
+    for _ in range(200):
+        if reused >= 3:
+            break
         provider, bus = TracerProvider(shutdown_on_exit=False), EventBus()
+        reused += id(provider) in seen_ids
         seen_ids.add(id(provider))
         gone.append(weakref.ref(provider))
         bridge = genai_bridge.install(bus, tracer_provider=provider)
@@ -219,7 +225,7 @@ async def test_a_new_provider_never_gets_a_collected_providers_bridge() -> None:
         provider.shutdown()
         del provider, bridge
         gc.collect()
-    assert len(seen_ids) < 20  # ids were reused, so the case above was exercised
+    assert reused >= 3  # ids were reused, so the case above was exercised
     assert all(ref() is None for ref in gone)  # the registry keeps no provider alive
 
 
