@@ -57,6 +57,9 @@ def test_wheel_and_sdist_build_and_the_wheel_runs_the_demo(tmp_path: Path) -> No
         names = set(zf.namelist())
         metadata = zf.read(f"otel_agentbus-{version}.dist-info/METADATA").decode()
     assert {"otel_agentbus/py.typed", "otel_agentbus/__main__.py"} <= names
+    static = REPO_ROOT / "otel_agentbus" / "receiver" / "web" / "static"
+    pages = {p.relative_to(REPO_ROOT).as_posix() for p in static.rglob("*") if p.is_file()}
+    assert pages and pages <= names, sorted(pages - names)  # the web view's pages ship too
     assert f"\nVersion: {version}\n" in metadata
 
     venv = tmp_path / "venv"
