@@ -23,7 +23,11 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the receiver's modules load on use, so --help stays quick
+    from .receiver.web.links import WebLinks
+    from .receiver.web.server import WebServer
 
 DEFAULT_DB = "./agentbus.db"
 EXIT_USAGE = 2  # bad input: missing database, unknown trace, bad address
@@ -241,9 +245,9 @@ def _add_link_options(parser: argparse.ArgumentParser) -> None:
         "(default: $OTEL_AGENTBUS_GRAFANA_URL)")
 
 
-def _web_links(args: argparse.Namespace) -> Any:
-    """The ``WebLinks`` of ``--jaeger-url``/``--grafana-url`` and the environment;
-    ``ValueError`` for a URL that is not http(s)."""
+def _web_links(args: argparse.Namespace) -> WebLinks:
+    """The links of ``--jaeger-url``/``--grafana-url`` and the environment; ``ValueError``
+    for a URL that is not http(s)."""
     from .receiver.web.links import WebLinks
 
     return WebLinks.from_env(jaeger_url=args.jaeger_url, grafana_url=args.grafana_url)
@@ -337,7 +341,7 @@ def _browse_hint(args: argparse.Namespace, base: str | None, page: str) -> str:
     if base is not None:
         return f"web view: {base}{page}"
     from .demo.runner import cli_command
-    from .receiver.web.server import DEFAULT_WEB_ADDR
+    from .receiver.web_url import DEFAULT_WEB_ADDR
 
     return (f"web view: {cli_command()} web --db {shlex.quote(str(args.db))}, then "
             f"http://{DEFAULT_WEB_ADDR}{page}")
@@ -409,7 +413,7 @@ def _cmd_trace(args: argparse.Namespace) -> int:
 
 
 def _add_web_parser(subparsers: _Subparsers) -> None:
-    from .receiver.web.server import DEFAULT_WEB_ADDR
+    from .receiver.web_url import DEFAULT_WEB_ADDR
 
     p = subparsers.add_parser(
         "web", help="serve the web view (runs list, trace waterfall) of a receiver database",
@@ -451,18 +455,26 @@ def _cmd_web(args: argparse.Namespace) -> int:
     except (OSError, sqlite3.Error) as exc:  # the port is taken, the file unreadable
         _error(f"cannot serve the web view: {exc}")
         return EXIT_FAILURE
+
+    def ready() -> None:
+        _announce({"web": server.url, "db": str(Path(args.db).absolute())}, args.ready_file)
+        print(f"otel-agentbus web: {server.url}/runs (Ctrl-C to stop)", file=sys.stderr,
+              flush=True)
+
+    _serve_web_until_signal(server, ready)
+    return 0
+
+
+def _serve_web_until_signal(server: WebServer, ready: Callable[[], None]) -> None:
+    """Start ``server``, say so with ``ready``, serve until SIGINT/SIGTERM, stop."""
     with _stop_on_signal() as stop:
         server.start()
         try:
-            _announce({"web": server.url, "db": str(Path(args.db).absolute())},
-                      args.ready_file)
-            print(f"otel-agentbus web: {server.url}/runs (Ctrl-C to stop)", file=sys.stderr,
-                  flush=True)
+            ready()
             while not stop.wait(0.5):
                 pass
         finally:
             server.stop()
-    return 0
 
 
 # ---- demo -----------------------------------------------------------------------
@@ -482,7 +494,7 @@ def _positive_seconds(text: str) -> float:
 
 
 def _add_demo_parser(subparsers: _Subparsers) -> None:
-    from .receiver.web.server import DEFAULT_WEB_ADDR
+    from .receiver.web_url import DEFAULT_WEB_ADDR
 
     p = subparsers.add_parser(
         "demo",
@@ -592,16 +604,9 @@ def _serve_demo(report: Any, address: str) -> int:
         _error(f"cannot serve the web view on {address}: {exc}")
         return EXIT_FAILURE
     run = showcase_run(report)
-    with _stop_on_signal() as stop:
-        server.start()
-        try:
-            page = run_link(server.url, run.run_id) if run is not None else server.url + "/runs"
-            print(f"\nWeb view: {server.url}/runs  (this run: {page}); Ctrl-C to stop",
-                  flush=True)
-            while not stop.wait(0.5):
-                pass
-        finally:
-            server.stop()
+    page = run_link(server.url, run.run_id) if run is not None else server.url + "/runs"
+    _serve_web_until_signal(server, lambda: print(
+        f"\nWeb view: {server.url}/runs  (this run: {page}); Ctrl-C to stop", flush=True))
     return 0
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -252,3 +253,26 @@ def span(**fields: Any) -> ReadableSpan:
     defaults: dict[str, Any] = {"name": "s", "context": context(), "start_time": 10,
                                 "end_time": 20}
     return ReadableSpan(**{**defaults, **fields})
+
+
+def proto_kv(key: str, value: Any) -> KeyValue:
+    """An OTLP attribute, for requests built by hand."""
+    return KeyValue(key=key, value=proto_value(value))
+
+
+def proto_value(value: Any) -> AnyValue:
+    """A Python value as an OTLP ``AnyValue`` (bool, int, float, bytes, list, dict, str)."""
+    if isinstance(value, bool):
+        return AnyValue(bool_value=value)
+    if isinstance(value, int):
+        return AnyValue(int_value=value)
+    if isinstance(value, float):
+        return AnyValue(double_value=value)
+    if isinstance(value, bytes):
+        return AnyValue(bytes_value=value)
+    if isinstance(value, list):
+        return AnyValue(array_value=ArrayValue(values=[proto_value(v) for v in value]))
+    if isinstance(value, dict):
+        return AnyValue(kvlist_value=KeyValueList(
+            values=[proto_kv(k, v) for k, v in value.items()]))
+    return AnyValue(string_value=value)

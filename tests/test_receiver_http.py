@@ -21,8 +21,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+from telemetry_helpers import proto_kv, proto_value
 
 from otel_agentbus.receiver import (
     Receiver,
@@ -48,26 +49,6 @@ def receiver(tmp_path: Path) -> Iterator[Receiver]:
         yield r
 
 
-def _kv(key: str, value: Any) -> KeyValue:
-    return KeyValue(key=key, value=_any(value))
-
-
-def _any(value: Any) -> AnyValue:
-    if isinstance(value, bool):
-        return AnyValue(bool_value=value)
-    if isinstance(value, int):
-        return AnyValue(int_value=value)
-    if isinstance(value, float):
-        return AnyValue(double_value=value)
-    if isinstance(value, bytes):
-        return AnyValue(bytes_value=value)
-    if isinstance(value, list):
-        return AnyValue(array_value=ArrayValue(values=[_any(v) for v in value]))
-    if isinstance(value, dict):
-        return AnyValue(kvlist_value=KeyValueList(values=[_kv(k, v) for k, v in value.items()]))
-    return AnyValue(string_value=value)
-
-
 def _span(
     span_id: str,
     name: str,
@@ -86,7 +67,7 @@ def _span(
         name=name,
         start_time_unix_nano=start,
         end_time_unix_nano=end,
-        attributes=[_kv(k, v) for k, v in (attrs or {}).items()],
+        attributes=[proto_kv(k, v) for k, v in (attrs or {}).items()],
         status=Status(code=Status.STATUS_CODE_ERROR if error else Status.STATUS_CODE_UNSET),
     )
 
@@ -94,7 +75,7 @@ def _span(
 def _request(*spans: Span, service: str = "svc") -> ExportTraceServiceRequest:
     req = ExportTraceServiceRequest()
     rs = req.resource_spans.add()
-    rs.resource.attributes.append(_kv("service.name", service))
+    rs.resource.attributes.append(proto_kv("service.name", service))
     rs.scope_spans.add().spans.extend(spans)
     return req
 
@@ -374,15 +355,16 @@ def test_db_file_private_and_wal(receiver: Receiver) -> None:
 
 
 def test_any_value_conversion() -> None:
-    assert any_value(_any("s")) == "s"
-    assert any_value(_any(True)) is True
-    assert any_value(_any(-(2**63))) == -(2**63)
-    assert any_value(_any(1.25)) == 1.25
-    assert any_value(_any(b"\x00\xff")) == "AP8="
-    assert any_value(_any([1, "a", [False]])) == [1, "a", [False]]
-    assert any_value(_any({"a": {"b": [1.5]}})) == {"a": {"b": [1.5]}}
+    assert any_value(proto_value("s")) == "s"
+    assert any_value(proto_value(True)) is True
+    assert any_value(proto_value(-(2**63))) == -(2**63)
+    assert any_value(proto_value(1.25)) == 1.25
+    assert any_value(proto_value(b"\x00\xff")) == "AP8="
+    assert any_value(proto_value([1, "a", [False]])) == [1, "a", [False]]
+    assert any_value(proto_value({"a": {"b": [1.5]}})) == {"a": {"b": [1.5]}}
     assert any_value(AnyValue()) is None
-    assert any_value(_any(math.nan)) == "NaN" and any_value(_any(-math.inf)) == "-Infinity"
+    assert any_value(proto_value(math.nan)) == "NaN"
+    assert any_value(proto_value(-math.inf)) == "-Infinity"
 
 
 def test_pending_records_upsert(receiver: Receiver) -> None:

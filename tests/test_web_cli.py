@@ -38,6 +38,13 @@ def _read_line(proc: subprocess.Popen[str], timeout: float = 30) -> str:
     return proc.stdout.readline() if readable else ""
 
 
+def _end(proc: subprocess.Popen[str]) -> None:
+    terminate(proc)
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
 def test_web_serves_a_database_until_stopped(tmp_path: Path) -> None:
     db = _db_with_runs(tmp_path / "runs.db")
     proc = subprocess.Popen(
@@ -56,11 +63,7 @@ def test_web_serves_a_database_until_stopped(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) == 0
     finally:
-        terminate(proc)
-        if proc.stdout is not None:
-            proc.stdout.close()
-        if proc.stderr is not None:
-            proc.stderr.close()
+        _end(proc)
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -133,9 +136,7 @@ def test_demo_serve_keeps_the_runs_in_a_browser(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) == 0
     finally:
-        terminate(proc)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        _end(proc)
 
 
 def test_demo_serve_needs_the_embedded_receiver() -> None:

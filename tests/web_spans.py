@@ -11,26 +11,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+from telemetry_helpers import proto_kv
 
 from otel_agentbus.receiver.ingest import Ingest, Signal
 from otel_agentbus.receiver.store import Store
 
 BASE_NS = 1_790_000_000_000_000_000
 MS = 1_000_000
-
-
-def _value(value: Any) -> AnyValue:
-    if isinstance(value, bool):
-        return AnyValue(bool_value=value)
-    if isinstance(value, int):
-        return AnyValue(int_value=value)
-    if isinstance(value, list):
-        out = AnyValue()
-        out.array_value.values.extend(_value(v) for v in value)
-        return out
-    return AnyValue(string_value=str(value))
 
 
 @dataclass
@@ -50,11 +38,11 @@ class SpanSpec:
                     end_time_unix_nano=BASE_NS + self.end_ms * MS)
         if self.parent is not None:
             span.parent_span_id = self.parent.to_bytes(8, "big")
-        span.attributes.extend(KeyValue(key=k, value=_value(v))
+        span.attributes.extend(proto_kv(k, v)
                                for k, v in self.attributes.items())
         for name, at_ms, attributes in self.events:
             event = span.events.add(name=name, time_unix_nano=BASE_NS + at_ms * MS)
-            event.attributes.extend(KeyValue(key=k, value=_value(v))
+            event.attributes.extend(proto_kv(k, v)
                                     for k, v in attributes.items())
         if self.error is not None:
             span.status.code = Status.STATUS_CODE_ERROR
@@ -73,8 +61,7 @@ def span_hex(span_id: int) -> str:
 def request_bytes(trace: int, specs: list[SpanSpec]) -> bytes:
     request = ExportTraceServiceRequest()
     resource = request.resource_spans.add()
-    resource.resource.attributes.append(KeyValue(key="service.name",
-                                                 value=AnyValue(string_value="web-tests")))
+    resource.resource.attributes.append(proto_kv("service.name", "web-tests"))
     resource.scope_spans.add().spans.extend(spec.proto(trace) for spec in specs)
     return bytes(request.SerializeToString())
 

@@ -30,6 +30,7 @@ from .. import semconv as sc
 from ..bus import EventBus
 from ..receiver.queries import RunRow, get_trace, list_runs
 from ..receiver.render import format_duration_s, format_runs, format_trace
+from ..receiver.web_url import DEFAULT_WEB_ADDR, run_link
 from ..telemetry import Telemetry, configure
 from ..telemetry.exporter_env import (
     OtlpTarget,
@@ -372,9 +373,6 @@ def showcase_run(report: DemoReport) -> DemoRun | None:
 
 
 def format_report(report: DemoReport) -> str:
-    from ..receiver.web.server import DEFAULT_WEB_ADDR
-    from ..receiver.web_url import run_link
-
     """The demo's stdout in text mode: runs table, one span tree, summary, next steps."""
     lines: list[str] = []
     table = format_runs([run.as_row() for run in report.runs])

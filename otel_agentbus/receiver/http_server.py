@@ -1,4 +1,5 @@
-"""The OTLP/HTTP listener: :class:`~.http_app.OTLPHTTPApp` served by Uvicorn on a thread.
+"""The OTLP/HTTP listener: :class:`~.http_app.OTLPHTTPApp` (and the web view) served by
+Uvicorn on a thread (:class:`ServerThread`).
 
 The socket is bound in the constructor (so a bind error surfaces in ``Receiver.start()``
 and port 0 resolves at once); Uvicorn runs on its own event loop in a daemon thread of the
@@ -133,34 +134,55 @@ class OTLPHTTPServer:
             ssl_certfile=None if tls is None else str(tls.cert_file),
             ssl_keyfile=None if tls is None else str(tls.key_file),
         )
-        self._server = uvicorn.Server(config)
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
+        self._serving = ServerThread(uvicorn.Server(config), self._socket, "OTLP/HTTP server")
 
     def start(self) -> None:
         """Serve on a daemon thread; returns once connections are accepted."""
-        thread = threading.Thread(target=self._run, name="otlp-http", daemon=True)
-        thread.start()
-        self._thread = thread
-        while not self._server.started:
-            if not thread.is_alive():
-                raise RuntimeError(f"OTLP/HTTP server failed to start: {self._error!r}")
-            thread.join(0.01)
+        self._serving.start()
 
     def stop(self, grace: float | None = 1.0) -> None:
         """Stop accepting; in-flight requests get ``grace`` s (None: 5 s), then every
         connection still open is dropped. Returns within about ``grace`` + 1 s."""
-        wait = 5.0 if grace is None else max(0.0, grace)
-        self._server.config.timeout_graceful_shutdown = math.ceil(wait)
-        self._server.should_exit = True
-        thread = self._thread
-        if thread is not None:
-            thread.join(wait + 5.0)
-        else:
-            self._socket.close()
+        self._serving.stop(5.0 if grace is None else max(0.0, grace))
         self._executor.shutdown(wait=False, cancel_futures=True)
         if not self.app.wait_idle(5.0):
             log.warning("OTLP/HTTP: a request was still being stored when the server stopped")
+
+
+class ServerThread:
+    """A Uvicorn server on a daemon thread and an event loop of its own, serving a socket
+    bound beforehand (so a bind error surfaces in the caller, and port 0 resolves at
+    once). Stopping is bounded: in-flight requests get a grace period, then every
+    connection still open is dropped. The receiver's listener and ``otel-agentbus web``
+    both run on it."""
+
+    def __init__(self, server: uvicorn.Server, sock: socket.socket, label: str) -> None:
+        self._server = server
+        self._socket = sock
+        self._label = label
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def start(self) -> None:
+        """Serve; returns once connections are accepted."""
+        thread = threading.Thread(target=self._run, name=self._label, daemon=True)
+        thread.start()
+        self._thread = thread
+        while not self._server.started:
+            if not thread.is_alive():
+                raise RuntimeError(f"{self._label} failed to start: {self._error!r}")
+            thread.join(0.01)
+
+    def stop(self, grace: float) -> None:
+        """Stop accepting; in-flight requests get ``grace`` s. Returns within about
+        ``grace`` + 1 s (the thread is given up on after ``grace`` + 5 s)."""
+        self._server.config.timeout_graceful_shutdown = math.ceil(grace)
+        self._server.should_exit = True
+        thread = self._thread
+        if thread is not None:
+            thread.join(grace + 5.0)
+        else:
+            self._socket.close()
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
@@ -170,7 +192,7 @@ class OTLPHTTPServer:
         except BaseException as exc:  # reported by start(), or logged after it
             self._error = exc
             if self._server.started:
-                log.exception("OTLP/HTTP server stopped")
+                log.exception("%s stopped", self._label)
         finally:
             self._drop_connections(loop)
             self._socket.close()

@@ -17,12 +17,10 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from .names import (
-    AGENT_ATTRIBUTE,
     PENDING_ATTRIBUTE,
     RUN_ID_ATTRIBUTE,
-    RUN_STATUS_ATTRIBUTE,
 )
-from .run_sql import run_spans_sql
+from .run_sql import AGENT, RUN_ID, RUN_STATUS, run_spans_sql
 
 _REQUIRED_TABLES: Final = frozenset({"spans", "metrics", "logs"})
 
@@ -348,18 +346,9 @@ _metric_point: Final = _reader(MetricPoint, {
 _log_record: Final = _reader(LogRecord, {"body": _json, "attributes": _json, "resource": _json})
 
 
-def _run_status(span: SpanRow) -> str:
-    if span.pending:
-        return "running"
-    explicit = span.attributes.get(RUN_STATUS_ATTRIBUTE)
-    if explicit is not None and explicit != "":
-        return str(explicit)
-    return "failed" if span.status_code == "ERROR" else "completed"
-
-
 _RUNS_SQL: Final = run_spans_sql(
     "s.*, (SELECT COUNT(*) FROM spans c WHERE c.trace_id = s.trace_id AND c.pending = 0) "
-    "AS span_count",
+    f"AS span_count, {RUN_ID} AS run_id, {AGENT} AS agent, {RUN_STATUS} AS status",
     order="ORDER BY start_ns, trace_id, span_id")
 
 
@@ -369,14 +358,13 @@ def list_runs(db_path: str | Path) -> list[RunRow]:
     runs: list[RunRow] = []
     for row in _fetch(db_path, _RUNS_SQL):
         span = _span(row)
-        run_id = span.attributes.get(RUN_ID_ATTRIBUTE)
-        agent = span.attributes.get(AGENT_ATTRIBUTE)
+        agent = row["agent"]
         duration = span.duration_ns
         runs.append(
             RunRow(
-                run_id=str(run_id) if run_id not in (None, "") else span.span_id,
+                run_id=str(row["run_id"]),
                 agent=None if agent is None else str(agent),
-                status=_run_status(span),
+                status=str(row["status"]),
                 start_ns=span.start_ns,
                 duration_s=None if duration is None else duration / 1e9,
                 span_count=int(row["span_count"]),

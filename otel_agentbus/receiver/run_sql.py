@@ -50,7 +50,8 @@ RUN_STATUS: Final = f"""(CASE
       THEN CAST({attribute(RUN_STATUS_ATTRIBUTE, 's')} AS TEXT)
     WHEN s.status_code = 'ERROR' THEN 'failed'
     ELSE 'completed' END)"""
-"""A run's status in SQL (what ``queries._run_status`` says in Python)."""
+"""A run's status: running while only its pending record is stored, else what the mirror
+set on the run span, else failed or completed by the span's status."""
 RUN_ID: Final = f"COALESCE(NULLIF(CAST({attribute(RUN_ID_ATTRIBUTE, 's')} AS TEXT), ''), s.span_id)"
 AGENT: Final = attribute(AGENT_ATTRIBUTE, "s")
 

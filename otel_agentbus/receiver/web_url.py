@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import quote, urlsplit
 
+DEFAULT_WEB_ADDR: Final = "127.0.0.1:8318"
+"""Where ``otel-agentbus web`` and ``demo --serve`` listen unless told otherwise."""
 WEB_URL_KEY: Final = "web_url"
 WEB_URL_ENV: Final = "OTEL_AGENTBUS_WEB_URL"
 _PROBE_TIMEOUT_S: Final = 0.3

@@ -17,7 +17,7 @@ from functools import cache
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Final, TypeVar
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -80,12 +80,10 @@ def _error(status: HTTPStatus, message: str) -> Response:
     return _json({"error": message}, status.value)
 
 
-def _safe_next(target: str | None) -> str:
+def _safe_next(target: str) -> str:
     """Only a path on this server (``/runs?x``), never ``//host`` or ``https://host``."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
-        return "/runs"
-    parts = urlsplit(target)
-    return target if not parts.scheme and not parts.netloc else "/runs"
+    local = target.startswith("/") and not target.startswith("//") and "\\" not in target
+    return target if local else "/runs"
 
 
 class WebView:

@@ -1,27 +1,22 @@
 """The web view served alone over a receiver database (``otel-agentbus web``, and the
 demo's ``--serve``), for when no receiver is running on it.
 
-Uvicorn on a daemon thread, the socket bound in the constructor so a taken port fails at
-once; the database is opened read-only per request, so a receiver (or the demo) may keep
-writing to it meanwhile.
+On the receiver listener's ``ServerThread`` (``receiver/http_server.py``), the socket bound in the
+constructor so a taken port fails at once; the database is opened read-only per request,
+so a receiver (or the demo) may keep writing to it meanwhile.
 """
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from pathlib import Path
-from typing import Final
 
 import uvicorn
 
-from ..http_server import bind_listener
+from ..http_server import ServerThread, bind_listener
 from ..queries import connect
 from ..server import join_host_port
 from .app import WebView
 from .links import WebLinks
-
-DEFAULT_WEB_ADDR: Final = "127.0.0.1:8318"
 
 
 class WebServer:
@@ -35,38 +30,16 @@ class WebServer:
         self._socket = bind_listener(*address)
         host, port = self._socket.getsockname()[:2]
         self.url = f"http://{join_host_port(host, port)}"
-        self._server = uvicorn.Server(uvicorn.Config(
+        self._serving = ServerThread(uvicorn.Server(uvicorn.Config(
             self.view, lifespan="off", log_config=None, access_log=False,
-            server_header=False, timeout_graceful_shutdown=1))
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
+            server_header=False)), self._socket, "web view")
 
     def start(self) -> WebServer:
-        thread = threading.Thread(target=self._run, name="agentbus-web", daemon=True)
-        thread.start()
-        self._thread = thread
-        while not self._server.started:
-            if not thread.is_alive():
-                raise RuntimeError(f"web view failed to start: {self._error!r}")
-            thread.join(0.01)
+        self._serving.start()
         return self
 
-    def stop(self) -> None:
-        self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(5.0)
-        else:
-            self._socket.close()
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        try:
-            loop.run_until_complete(self._server.serve(sockets=[self._socket]))
-        except BaseException as exc:  # reported by start()
-            self._error = exc
-        finally:
-            self._socket.close()
-            loop.close()
+    def stop(self, grace: float = 1.0) -> None:
+        self._serving.stop(grace)
 
     def __enter__(self) -> WebServer:
         return self.start()
